@@ -1,0 +1,203 @@
+"""Photometry -> network inputs.
+
+Magnitudes and magnitude errors become fluxes, fluxes are normalised by the reference band's flux
+(the Deepz input: flux ratios), and the ratios are turned into well-scaled network features.
+
+Rules for bad values (per galaxy and band), applied before anything reaches a network:
+
+=====================================  ==========================================================
+magnitude value                        treatment
+=====================================  ==========================================================
+finite, below ``NONDETECT_THRESHOLD``  detection: flux = 10^(-0.4 (m - 31.4)) nJy,
+                                       flux error = flux * ln(10)/2.5 * mag_err
+``nondetect_val`` (99), +inf, >= 90    non-detection: flux = 0, flux error = the flux of the
+                                       band's ``mag_limits`` entry (a 1-sigma upper limit)
+NaN, -inf, ``nonobserved_val`` (-99)   missing: flux = 0, flagged missing; the band carries no
+                                       information (zero feature, missing indicator set)
+=====================================  ==========================================================
+
+An error that is NaN, infinite, negative or zero for a detection is replaced by the error a
+galaxy at the band's limit would have (the flux of ``mag_limits``), never propagated.
+
+The reference band must be detected with a positive flux: rows where it is not cannot be
+normalised and are returned in ``bad_ref`` (the Informer drops them, the Estimator gives them the
+training-set prior and sets a flag bit; see :mod:`rail.deepz.flags`).
+
+Features, shape (N, 2 B): for every band b (the reference band included)
+
+* ``asinh(r_b / s)`` with r_b = f_b / f_ref and softening s = ``RATIO_SOFTENING`` (log-like
+  for detections, linear through zero and negative fluxes, 0 for missing bands); and
+* the log relative error ``log10(sigma_b / f_ref)`` (floored at ``LOG_ERR_FLOOR``), set to
+  ``MISSING_LOG_ERR`` for missing bands;
+
+plus the reference-band magnitude (the brightness information that ratios lose). The feature
+scaler (mean and std over the training set) is stored in the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+__all__ = [
+    "AB_ZEROPOINT_NJY",
+    "NONDETECT_THRESHOLD",
+    "Photometry",
+    "read_photometry",
+    "magnitudes_to_fluxes",
+    "flux_features",
+    "n_features",
+    "fit_scaler",
+]
+
+AB_ZEROPOINT_NJY = 31.4  # m_AB = -2.5 log10(f / nJy) + 31.4
+NONDETECT_THRESHOLD = 90.0  # magnitudes at or above this are non-detections
+RATIO_SOFTENING = 0.05  # asinh softening of flux ratios (~ S/N 20 on a ratio of 1)
+MISSING_LOG_ERR = 3.0  # log10 relative error given to missing bands (1000 x the reference flux)
+LOG_ERR_FLOOR = -4.0  # log10 relative error floor
+STATUS_OK, STATUS_NONDETECT, STATUS_MISSING = 0, 1, 2
+
+
+@dataclass
+class Photometry:
+    """Fluxes of N galaxies in B bands.
+
+    Attributes
+    ----------
+    flux, flux_err : (N, B) float64 arrays in nJy (0 and the limit error for non-detections)
+    status : (N, B) int8 array: 0 detected, 1 non-detection, 2 missing
+    """
+
+    flux: np.ndarray
+    flux_err: np.ndarray
+    status: np.ndarray
+
+    def __len__(self) -> int:
+        return self.flux.shape[0]
+
+
+def _as_float_column(data: Mapping, col: str) -> np.ndarray:
+    try:
+        values = np.asarray(data[col])
+    except KeyError as exc:
+        available = ", ".join(sorted(map(str, data.keys())))
+        raise KeyError(f"column '{col}' not found in the input table; available columns: {available}") from exc
+    if values.dtype.kind not in "fiub":
+        raise TypeError(f"column '{col}' must be numeric, got dtype {values.dtype}")
+    return values.astype(np.float64).ravel()
+
+
+def magnitudes_to_fluxes(
+    mags: np.ndarray,
+    mag_errs: np.ndarray,
+    limits: np.ndarray,
+    nondetect_val: float = 99.0,
+    nonobserved_val: float = -99.0,
+) -> Photometry:
+    """Convert AB magnitudes (N, B) and errors (N, B) to fluxes in nJy, applying the bad-value rules.
+
+    ``limits`` (B,) are the 1-sigma limiting magnitudes used as the error of non-detections.
+    """
+    mags = np.asarray(mags, dtype=np.float64)
+    errs = np.asarray(mag_errs, dtype=np.float64)
+    limit_flux = 10.0 ** (-0.4 * (np.asarray(limits, dtype=np.float64) - AB_ZEROPOINT_NJY))
+    limit_flux = np.broadcast_to(limit_flux, mags.shape)
+
+    missing = ~np.isfinite(mags) & ~(mags == np.inf)  # NaN and -inf
+    missing |= mags == nonobserved_val
+    nondetect = (mags == nondetect_val) | (mags == np.inf) | (mags >= NONDETECT_THRESHOLD)
+    nondetect &= ~missing
+    detected = ~(missing | nondetect)
+
+    status = np.full(mags.shape, STATUS_OK, dtype=np.int8)
+    status[nondetect] = STATUS_NONDETECT
+    status[missing] = STATUS_MISSING
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        flux = np.where(detected, 10.0 ** (-0.4 * (mags - AB_ZEROPOINT_NJY)), 0.0)
+        err = np.where(detected, flux * (np.log(10.0) / 2.5) * errs, limit_flux)
+    bad_err = detected & (~np.isfinite(err) | (err <= 0))
+    err = np.where(bad_err, limit_flux, err)
+    err = np.where(missing, limit_flux, err)
+    return Photometry(flux=flux, flux_err=err, status=status)
+
+
+def read_photometry(
+    data: Mapping,
+    bands: Sequence[str],
+    err_bands: Sequence[str],
+    mag_limits: Mapping[str, float],
+    nondetect_val: float = 99.0,
+    nonobserved_val: float = -99.0,
+) -> Photometry:
+    """Read magnitude columns ``bands`` and error columns ``err_bands`` of a table into fluxes.
+
+    Raises ``KeyError`` naming a missing column, ``ValueError`` for an empty table, mismatched
+    band lists, a band without a ``mag_limits`` entry, or a band with no usable value at all.
+    """
+    if len(bands) == 0:
+        raise ValueError("option 'bands' is empty: give the magnitude column names")
+    if len(bands) != len(err_bands):
+        raise ValueError(
+            f"options 'bands' ({len(bands)} columns) and 'err_bands' ({len(err_bands)} columns) "
+            "must have the same length"
+        )
+    mags = np.stack([_as_float_column(data, b) for b in bands], axis=1)
+    errs = np.stack([_as_float_column(data, e) for e in err_bands], axis=1)
+    missing_limits = [b for b in bands if b not in mag_limits]
+    if missing_limits:
+        raise ValueError(f"option 'mag_limits' has no entry for band(s) {missing_limits}")
+    if mags.shape[0] == 0:
+        raise ValueError("the input table is empty (0 rows)")
+    limits = np.array([float(mag_limits[b]) for b in bands])
+    phot = magnitudes_to_fluxes(mags, errs, limits, nondetect_val, nonobserved_val)
+    return phot
+
+
+def n_features(n_bands: int) -> int:
+    """Number of network features for ``n_bands`` bands."""
+    return 2 * n_bands + 1
+
+
+def flux_features(phot: Photometry, ref_index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Network features from fluxes.
+
+    Returns
+    -------
+    features : (N, 2B+1) float32, unscaled (see the module docstring)
+    ratios : (N, B) float32, flux / reference flux (0 where missing): the autoencoder target
+    ratio_err : (N, B) float32, flux error / reference flux (inf where missing)
+    bad_ref : (N,) bool, rows whose reference band is not a positive detection
+    """
+    flux, err, status = phot.flux, phot.flux_err, phot.status
+    ref = flux[:, ref_index]
+    bad_ref = (status[:, ref_index] != STATUS_OK) | ~(ref > 0) | ~np.isfinite(ref)
+    safe_ref = np.where(bad_ref, 1.0, ref)[:, None]
+    missing = status == STATUS_MISSING
+    ratios = np.where(missing, 0.0, flux / safe_ref)
+    rel_err = err / safe_ref
+    ratio_err = np.where(missing, np.inf, rel_err)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_err = np.log10(np.maximum(rel_err, 10.0**LOG_ERR_FLOOR))
+    log_err = np.where(missing, MISSING_LOG_ERR, np.minimum(log_err, MISSING_LOG_ERR))
+    ref_mag = np.where(bad_ref, 0.0, -2.5 * np.log10(safe_ref[:, 0]) + AB_ZEROPOINT_NJY)
+    feats = np.concatenate([np.arcsinh(ratios / RATIO_SOFTENING), log_err, ref_mag[:, None]], axis=1)
+    feats[bad_ref] = 0.0
+    ratios[bad_ref] = 0.0
+    return (
+        feats.astype(np.float32),
+        ratios.astype(np.float32),
+        ratio_err.astype(np.float32),
+        bad_ref,
+    )
+
+
+def fit_scaler(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std (F,) of training features; constant features get std 1."""
+    x = np.asarray(features, dtype=np.float64)
+    mean = x.mean(axis=0)
+    std = x.std(axis=0)
+    std = np.where(std > 1e-6 * np.maximum(1.0, np.abs(mean)), std, 1.0)
+    return mean.astype(np.float32), std.astype(np.float32)

@@ -1,0 +1,231 @@
+"""Building a Deepz model from a spectroscopic training table (the work behind DeepzInformer)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+
+from . import features as feat
+from .calibration import Calibration, fit_calibration
+from .devices import resolve_device
+from .model_io import FORMAT, FORMAT_VERSION, DeepzModel, package_versions
+from .networks import Architecture, DeepzEnsemble, default_layers
+from .training import TrainConfig, ensemble_splits, predict, train_ensemble
+
+__all__ = ["InformOptions", "prepare_training_data", "train_deepz", "prior_mixture", "build_network"]
+
+
+@dataclass
+class InformOptions:
+    """Everything DeepzInformer needs besides the table (see the stage for the meaning of each)."""
+
+    bands: list[str]
+    err_bands: list[str]
+    ref_band: str
+    mag_limits: dict[str, float]
+    redshift_col: str = "redshift"
+    nondetect_val: float = 99.0
+    nonobserved_val: float = -99.0
+    n_splits: int = 1
+    n_folds: int = 5
+    encoder_layers: list[int] = field(default_factory=list)
+    decoder_layers: list[int] = field(default_factory=list)
+    mdn_layers: list[int] = field(default_factory=list)
+    latent_dim: int = 10
+    n_gaussians: int = 10
+    dropout: float = 0.02
+    train: TrainConfig = field(default_factory=TrainConfig)
+    calibrate: bool = True
+    recenter: float = 0.0
+    device: str = "auto"
+
+
+@dataclass
+class TrainingData:
+    """Network inputs of the usable training rows (see :func:`prepare_training_data`)."""
+
+    features: np.ndarray  # (N, F) unscaled
+    ratios: np.ndarray  # (N, B)
+    ratio_err: np.ndarray  # (N, B)
+    redshift: np.ndarray | None  # (N,)
+    n_dropped_ref: int
+    n_dropped_z: int
+
+
+def prepare_training_data(table: Mapping, opts: InformOptions, need_redshift: bool = True) -> TrainingData:
+    """Read, convert and clean a training table; raise a clear error if it cannot be used."""
+    if opts.ref_band not in opts.bands:
+        raise ValueError(f"option 'ref_band' ({opts.ref_band!r}) must be one of 'bands' {opts.bands}")
+    phot = feat.read_photometry(
+        table, opts.bands, opts.err_bands, opts.mag_limits, opts.nondetect_val, opts.nonobserved_val
+    )
+    for j, band in enumerate(opts.bands):
+        if not (phot.status[:, j] == feat.STATUS_OK).any():
+            raise ValueError(
+                f"column '{band}' has no usable detection in the training table (all values are NaN, "
+                "missing or non-detections): remove it from 'bands'/'err_bands' or fix the data"
+            )
+    x, ratios, ratio_err, bad_ref = feat.flux_features(phot, opts.bands.index(opts.ref_band))
+    keep = ~bad_ref
+    z = None
+    n_bad_z = 0
+    if need_redshift:
+        if opts.redshift_col not in table:
+            raise KeyError(f"redshift column '{opts.redshift_col}' (option 'redshift_col') not in the training table")
+        z = np.asarray(table[opts.redshift_col], dtype=np.float64).ravel()
+        bad_z = ~np.isfinite(z) | (z < 0)
+        n_bad_z = int((bad_z & keep).sum())
+        keep &= ~bad_z
+    if keep.sum() < 10:
+        raise ValueError(
+            f"only {int(keep.sum())} training rows are usable (reference band '{opts.ref_band}' detected"
+            + (f" and finite, non-negative '{opts.redshift_col}'" if need_redshift else "")
+            + "): at least 10 are needed"
+        )
+    return TrainingData(
+        features=x[keep],
+        ratios=ratios[keep],
+        ratio_err=ratio_err[keep],
+        redshift=None if z is None else z[keep].astype(np.float32),
+        n_dropped_ref=int(bad_ref.sum()),
+        n_dropped_z=n_bad_z,
+    )
+
+
+def prior_mixture(z: np.ndarray, n_components: int) -> dict[str, np.ndarray]:
+    """The training redshift distribution as an equal-weight Gaussian mixture (K components).
+
+    Components sit at the (k + 0.5)/K quantiles with widths set by the local quantile spacing;
+    used as the PDF of galaxies the network cannot handle.
+    """
+    q = np.quantile(z, (np.arange(n_components) + 0.5) / n_components)
+    edges = np.quantile(z, np.linspace(0, 1, n_components + 1))
+    width = np.maximum(np.diff(edges), 0.02)
+    return dict(
+        weights=np.full(n_components, 1.0 / n_components),
+        means=q.astype(np.float64),
+        stds=width.astype(np.float64),
+    )
+
+
+def build_network(arch: Architecture, n_members: int, seed: int) -> DeepzEnsemble:
+    """A freshly initialised ensemble; the same seed gives the same initial weights."""
+    torch.manual_seed(seed)
+    return DeepzEnsemble(arch, n_members)
+
+
+def _architecture(opts: InformOptions, n_inputs: int, z_scale: float) -> Architecture:
+    layers = default_layers(len(opts.bands))
+    return Architecture(
+        n_inputs=n_inputs,
+        n_bands=len(opts.bands),
+        encoder_layers=list(opts.encoder_layers) or layers["encoder_layers"],
+        decoder_layers=list(opts.decoder_layers) or layers["decoder_layers"],
+        mdn_layers=list(opts.mdn_layers) or layers["mdn_layers"],
+        latent_dim=opts.latent_dim,
+        n_gaussians=opts.n_gaussians,
+        dropout=opts.dropout,
+        z_scale=z_scale,
+    )
+
+
+def train_deepz(table: Mapping, opts: InformOptions, progress: Callable[[str], None] | None = None) -> dict:
+    """Train a calibrated Deepz ensemble on a spectroscopic table; returns the model dict."""
+    log = progress or (lambda msg: None)
+    t0 = time.time()
+    data = prepare_training_data(table, opts)
+    if data.n_dropped_ref or data.n_dropped_z:
+        log(
+            f"dropped {data.n_dropped_ref} rows without a usable reference band '{opts.ref_band}' and "
+            f"{data.n_dropped_z} rows with a non-finite or negative redshift"
+        )
+    n = data.features.shape[0]
+    mean, std = feat.fit_scaler(data.features)
+    device = resolve_device(opts.device)
+    z = data.redshift
+    arch = _architecture(opts, data.features.shape[1], z_scale=float(max(np.std(z), 0.05)))
+    splits = ensemble_splits(n, opts.n_splits, opts.n_folds, opts.train.seed)
+    n_members = len(splits)
+    log(f"training {n_members} networks ({opts.n_splits} splits x {opts.n_folds} folds) on {n} galaxies, device {device}")
+    model = build_network(arch, n_members, opts.train.seed).to(device)
+    x = torch.as_tensor((data.features - mean) / std, device=device)
+    result = train_ensemble(
+        model,
+        x,
+        torch.as_tensor(z, device=device),
+        torch.as_tensor(data.ratios, device=device),
+        torch.as_tensor(data.ratio_err, device=device),
+        splits,
+        opts.train,
+        progress=log,
+    )
+
+    recenter = opts.recenter if n_members > 1 else 0.0
+    cal = Calibration(recenter=recenter)
+    cal_info: dict = {}
+    if opts.calibrate:
+        cal, cal_info = _calibrate(model, x, z, splits, opts.n_folds, recenter)
+        log(f"calibration {cal.to_dict()}: PIT CvM on held-out folds {cal_info['cvm_before']:.3f} -> {cal_info['cvm_after']:.3f}")
+
+    arrays = {f"net/{k}": v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    arrays["feature_mean"], arrays["feature_std"] = mean, std
+    prior = prior_mixture(z, n_members * opts.n_gaussians)
+    arrays.update({f"prior/{k}": v for k, v in prior.items()})
+    meta = dict(
+        architecture=arch.to_dict(),
+        n_members=n_members,
+        bands=list(opts.bands),
+        err_bands=list(opts.err_bands),
+        ref_band=opts.ref_band,
+        mag_limits={b: float(opts.mag_limits[b]) for b in opts.bands},
+        nondetect_val=float(opts.nondetect_val),
+        nonobserved_val=float(opts.nonobserved_val),
+        calibration=cal.to_dict(),
+        calibration_info=cal_info,
+        training=dict(
+            n_train=n,
+            n_dropped_ref=data.n_dropped_ref,
+            n_dropped_redshift=data.n_dropped_z,
+            best_epoch=result.best_epoch.tolist(),
+            best_val_loss=result.best_val_loss.tolist(),
+            train_loss=result.history["train_loss"],
+            seconds=time.time() - t0,
+            device=str(device),
+            config=dict(vars(opts.train)),
+            n_splits=opts.n_splits,
+            n_folds=opts.n_folds,
+        ),
+        versions=package_versions(),
+    )
+    return DeepzModel(format=FORMAT, format_version=FORMAT_VERSION, arrays=arrays, meta=meta)
+
+
+def _calibrate(model, x, z, splits, n_folds, recenter):
+    """Fit the calibration on out-of-fold predictions: each galaxy pooled over the members that held it out."""
+    log_w, means, stds = predict(model, x)  # (M, N, G)
+    n = x.shape[0]
+    n_splits = len(splits) // n_folds if n_folds > 1 else len(splits)
+    holders = np.zeros((n_splits, n), dtype=np.int64)
+    seen = np.zeros((n_splits, n), dtype=bool)
+    for member, (_, val) in enumerate(splits):
+        s = member // n_folds if n_folds > 1 else member
+        holders[s, val] = member
+        seen[s, val] = True
+    rows = seen.all(axis=0)  # with n_folds == 1 only galaxies held out by every member
+    if rows.sum() < 100:
+        rows = seen.any(axis=0)
+        holders = np.where(seen, holders, holders[np.argmax(seen, axis=0), np.arange(n)])
+    sel = torch.as_tensor(holders[:, rows], device=log_w.device)
+    cols = torch.as_tensor(np.flatnonzero(rows), device=log_w.device)
+
+    def gather(t):
+        t = t[:, cols]  # (M, n_rows, G)
+        return torch.gather(t, 0, sel.unsqueeze(-1).expand(-1, -1, t.shape[-1]))
+
+    zt = torch.as_tensor(z[rows], device=log_w.device)
+    cal, info = fit_calibration(gather(log_w).cpu(), gather(means).cpu(), gather(stds).cpu(), zt.cpu(), recenter)
+    return cal, info

@@ -1,0 +1,176 @@
+"""The Deepz model file: plain arrays plus JSON metadata, safe to load, written atomically.
+
+A model is a dict of plain data (see :func:`validate_model`)::
+
+    format          "pz-rail-deepz-model"
+    format_version  int (FORMAT_VERSION)
+    arrays          {name: numpy array}: network weights ("net/<parameter>"), feature scaler,
+                    prior mixture (fallback PDF for rows that cannot be normalised)
+    meta            JSON-able dict: architecture, bands, calibration, training summary,
+                    informer config and package versions
+
+On disk it is a zip archive written by ``numpy.savez`` (one ``.npy`` entry per array, plus the
+entry ``__meta__`` holding the UTF-8 JSON of everything else, including a SHA-256 checksum of all
+arrays). Loading uses ``numpy.load(allow_pickle=False)``: no code is ever executed. The file is
+written to a temporary name in the same folder and renamed, so a crash never leaves a partial
+model under the final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from typing import Any
+
+import numpy as np
+from rail.core.data import ModelHandle
+
+__all__ = [
+    "DeepzModel",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "ModelFormatError",
+    "DeepzModelHandle",
+    "save_model",
+    "load_model",
+    "validate_model",
+    "package_versions",
+]
+
+FORMAT = "pz-rail-deepz-model"
+FORMAT_VERSION = 1
+_META_KEY = "__meta__"
+
+
+class DeepzModel(dict):
+    """A model dict (plain data) whose repr stays one line instead of printing every weight."""
+
+    def __repr__(self) -> str:
+        meta = self.get("meta", {})
+        n = sum(np.asarray(v).size for k, v in self.get("arrays", {}).items() if k.startswith("net/"))
+        return (
+            f"<pz-rail-deepz model v{self.get('format_version')}: {meta.get('n_members')} networks, "
+            f"{n} weights, bands {meta.get('bands')}>"
+        )
+
+    __str__ = __repr__
+
+
+class ModelFormatError(ValueError):
+    """A file or object is not a valid pz-rail-deepz model of a supported format version."""
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that define the model's behaviour."""
+    from importlib.metadata import PackageNotFoundError, version
+    import platform
+
+    out = {"python": platform.python_version()}
+    for pkg in ("pz-rail-deepz", "pz-rail-base", "qp-prob", "torch", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "unknown"
+    return out
+
+
+def _checksum(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(name.encode())
+        h.update(str(a.dtype).encode())
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def validate_model(model: Any, source: str = "model") -> dict:
+    """Check that ``model`` is a Deepz model dict of the supported format; return it."""
+    if not isinstance(model, dict) or model.get("format") != FORMAT:
+        kind = type(model).__name__
+        raise ModelFormatError(
+            f"{source} is not a pz-rail-deepz model (got a {kind}); train one with DeepzInformer"
+        )
+    version = model.get("format_version")
+    if version != FORMAT_VERSION:
+        written_by = model.get("meta", {}).get("versions", {}).get("pz-rail-deepz", "an unknown version")
+        raise ModelFormatError(
+            f"{source} has model format version {version} (written by pz-rail-deepz {written_by}); "
+            f"this pz-rail-deepz reads format version {FORMAT_VERSION}: retrain the model with this version"
+        )
+    for key in ("arrays", "meta"):
+        if not isinstance(model.get(key), dict):
+            raise ModelFormatError(f"{source} is missing its '{key}' section")
+    return model
+
+
+def save_model(model: dict, path: str) -> None:
+    """Write a model dict to ``path`` atomically (temporary file in the same folder, then rename)."""
+    validate_model(model)
+    arrays = {k: np.asarray(v) for k, v in model["arrays"].items()}
+    header = dict(format=FORMAT, format_version=FORMAT_VERSION, meta=model["meta"], sha256=_checksum(arrays))
+    meta_bytes = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".deepz_model_", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **{_META_KEY: meta_bytes}, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load_model(path: str) -> dict:
+    """Read a model file written by :func:`save_model`; never unpickles or executes anything."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"model file '{path}' does not exist")
+    if not zipfile.is_zipfile(path):
+        raise ModelFormatError(
+            f"'{path}' is not a pz-rail-deepz model file (not a numpy .npz archive; "
+            "pickled models of other RAIL estimators cannot be read by DeepzEstimator)"
+        )
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if _META_KEY not in npz.files:
+                raise ModelFormatError(f"'{path}' is a numpy archive but not a pz-rail-deepz model file")
+            header = json.loads(bytes(npz[_META_KEY]).decode("utf-8"))
+            arrays = {k: npz[k] for k in npz.files if k != _META_KEY}
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, json.JSONDecodeError) as exc:
+        if isinstance(exc, ModelFormatError):
+            raise
+        raise ModelFormatError(f"'{path}' is damaged or truncated: {exc}") from exc
+    model = DeepzModel(format=header.get("format"), format_version=header.get("format_version"),
+                       arrays=arrays, meta=header.get("meta", {}))
+    validate_model(model, source=f"'{path}'")
+    if header.get("sha256") != _checksum(arrays):
+        raise ModelFormatError(f"'{path}' failed its checksum: the file was modified or corrupted")
+    return model
+
+
+class DeepzModelHandle(ModelHandle):
+    """RAIL data handle for Deepz model files (numpy archive + JSON metadata, no pickle)."""
+
+    suffix = "npz"
+
+    @classmethod
+    def _open(cls, path: str, **kwargs: Any) -> Any:
+        if kwargs.get("mode", "r") == "w":
+            raise NotImplementedError("DeepzModelHandle writes through write(), not open(mode='w')")
+        return load_model(path)
+
+    @classmethod
+    def _read(cls, path: str, **kwargs: Any) -> dict:
+        return load_model(path)
+
+    @classmethod
+    def _write(cls, data: Any, path: str, **kwargs: Any) -> None:
+        save_model(data, path)

@@ -1,0 +1,144 @@
+"""The Deepz networks, for a whole ensemble at once.
+
+Every layer holds the weights of all M ensemble members stacked along a leading axis, so one
+batched matrix multiply runs every member (no Python loop over networks in training or inference).
+Tensors flow with shape (M, B, features): member m sees its own batch row ``x[m]``.
+
+Architecture (Eriksen et al. 2020): an encoder maps the input features to ``latent_dim`` latent
+features, a decoder maps them back to the normalised fluxes (a denoising autoencoder), and the
+redshift network takes the input features concatenated with the latent features and outputs a
+mixture of ``n_gaussians`` Gaussians (a mixture density network, Bishop 1994). Every hidden linear
+layer is followed by batch normalisation, ReLU and dropout.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+__all__ = ["Architecture", "StackedLinear", "StackedBatchNorm", "StackedMLP", "DeepzEnsemble"]
+
+SIGMA_MIN = 1e-3  # floor of the mixture standard deviations (redshift units)
+
+
+@dataclass
+class Architecture:
+    """Hyper-parameters of one Deepz network (identical for every ensemble member).
+
+    ``n_inputs`` features in, ``n_bands`` reconstructed normalised fluxes out of the decoder.
+    Layer lists give hidden widths. ``z_scale``/``z_shift`` set the output scale of the means.
+    """
+
+    n_inputs: int
+    n_bands: int
+    encoder_layers: list[int] = field(default_factory=lambda: [128, 128])
+    decoder_layers: list[int] = field(default_factory=lambda: [128, 128])
+    mdn_layers: list[int] = field(default_factory=lambda: [128, 128, 128])
+    latent_dim: int = 10
+    n_gaussians: int = 10
+    dropout: float = 0.02
+    z_scale: float = 1.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def default_layers(n_bands: int) -> dict[str, list[int]]:
+    """Hidden widths suited to the number of bands: broad-band (LSST ugrizy) or ~46 PAUS bands."""
+    if n_bands <= 12:
+        return dict(encoder_layers=[128, 128], decoder_layers=[128, 128], mdn_layers=[128, 128, 128])
+    return dict(
+        encoder_layers=[250, 250, 250, 250],
+        decoder_layers=[250, 250, 250, 250],
+        mdn_layers=[250, 250, 250, 250, 250, 250],
+    )
+
+
+class StackedLinear(nn.Module):
+    """M independent linear layers: (M, B, n_in) -> (M, B, n_out)."""
+
+    def __init__(self, n_members: int, n_in: int, n_out: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_members, n_in, n_out))
+        self.bias = nn.Parameter(torch.empty(n_members, 1, n_out))
+        bound = 1.0 / math.sqrt(n_in)
+        nn.init.uniform_(self.weight, -bound, bound)  # torch's default nn.Linear initialisation
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class StackedBatchNorm(nn.Module):
+    """Batch normalisation with separate statistics and affine parameters per member."""
+
+    def __init__(self, n_members: int, n_features: int) -> None:
+        super().__init__()
+        self.n_members, self.n_features = n_members, n_features
+        self.bn = nn.BatchNorm1d(n_members * n_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m, b, f = x.shape
+        y = self.bn(x.transpose(0, 1).reshape(b, m * f))
+        return y.reshape(b, m, f).transpose(0, 1)
+
+
+class StackedMLP(nn.Module):
+    """Hidden blocks (Linear + BatchNorm + ReLU + Dropout) and a final plain linear layer."""
+
+    def __init__(self, n_members: int, n_in: int, hidden: list[int], n_out: int, dropout: float) -> None:
+        super().__init__()
+        blocks: list[nn.Module] = []
+        width = n_in
+        for h in hidden:
+            blocks += [StackedLinear(n_members, width, h), StackedBatchNorm(n_members, h), nn.ReLU()]
+            if dropout > 0:
+                blocks.append(nn.Dropout(dropout))
+            width = h
+        blocks.append(StackedLinear(n_members, width, n_out))
+        self.net = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class DeepzEnsemble(nn.Module):
+    """M Deepz networks (encoder, decoder, MDN) evaluated together.
+
+    ``forward(x)`` takes features (M, B, F) (or (B, F), shared by all members) and returns
+    ``(log_weights, means, stds, latent, reconstruction)`` with shapes (M, B, G) x 3,
+    (M, B, latent_dim) and (M, B, n_bands).
+    """
+
+    def __init__(self, arch: Architecture, n_members: int) -> None:
+        super().__init__()
+        self.arch, self.n_members = arch, n_members
+        a = arch
+        self.encoder = StackedMLP(n_members, a.n_inputs, a.encoder_layers, a.latent_dim, a.dropout)
+        self.decoder = StackedMLP(n_members, a.latent_dim, a.decoder_layers, a.n_bands, a.dropout)
+        self.mdn = StackedMLP(n_members, a.n_inputs + a.latent_dim, a.mdn_layers, 3 * a.n_gaussians, a.dropout)
+
+    def _expand(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:
+            return x.unsqueeze(0).expand(self.n_members, -1, -1)
+        return x
+
+    def mixture(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mixture parameters and latent features, without running the decoder."""
+        x = self._expand(x)
+        latent = self.encoder(x)
+        raw = self.mdn(torch.cat([x, latent], dim=-1))
+        g = self.arch.n_gaussians
+        log_w = F.log_softmax(raw[..., :g], dim=-1)
+        means = F.softplus(raw[..., g : 2 * g]) * self.arch.z_scale
+        stds = F.softplus(raw[..., 2 * g :]) * self.arch.z_scale * 0.1 + SIGMA_MIN
+        return log_w, means, stds, latent
+
+    def forward(self, x: torch.Tensor):
+        log_w, means, stds, latent = self.mixture(x)
+        recon = self.decoder(latent)
+        return log_w, means, stds, latent, recon

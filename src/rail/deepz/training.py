@@ -1,0 +1,221 @@
+"""Training a Deepz ensemble: splits, losses, learning-rate steps, best-epoch selection.
+
+All members train together in one stacked model (:class:`rail.deepz.networks.DeepzEnsemble`):
+member m draws its batches from its own training indices, and its loss only reaches its own
+weights, so this is the same as training M networks separately (Adam and weight decay act
+element-wise), just without a Python loop over networks.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .networks import DeepzEnsemble
+
+__all__ = ["TrainConfig", "ensemble_splits", "mdn_nll", "reconstruction_loss", "train_ensemble", "predict"]
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings.
+
+    ``learning_rates[i]`` is used for ``epochs_per_step[i]`` epochs (paper: 1e-3 for 100 epochs,
+    then 1e-4, 1e-5, 1e-6 for 200 each). ``ae_weight`` multiplies the autoencoder reconstruction
+    loss (0 = redshift loss only). ``flux_noise`` > 0 resamples the input fluxes from their errors
+    (times ``flux_noise``) in every batch.
+    """
+
+    learning_rates: list[float] = field(default_factory=lambda: [1e-3, 1e-4, 1e-5])
+    epochs_per_step: list[int] = field(default_factory=lambda: [40, 15, 5])
+    batch_size: int = 100
+    weight_decay: float = 1e-5
+    ae_weight: float = 0.0
+    seed: int = 0
+
+    @property
+    def n_epochs(self) -> int:
+        return int(sum(self.epochs_per_step))
+
+    def lr_at(self, epoch: int) -> float:
+        edges = np.cumsum(self.epochs_per_step)
+        step = int(np.searchsorted(edges, epoch, side="right"))
+        return float(self.learning_rates[min(step, len(self.learning_rates) - 1)])
+
+
+def ensemble_splits(n: int, n_splits: int, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, validation) index arrays for n_splits random k-fold splits of n rows.
+
+    Member ``s * n_folds + f`` validates on fold f of split s and trains on the other folds.
+    With ``n_folds == 1`` each member trains on a random 80% and validates on the other 20%.
+    """
+    if n_folds < 1 or n_splits < 1:
+        raise ValueError("options 'n_splits' and 'n_folds' must be >= 1")
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_splits):
+        perm = rng.permutation(n)
+        if n_folds == 1:
+            n_val = max(1, n // 5)
+            out.append((np.sort(perm[n_val:]), np.sort(perm[:n_val])))
+            continue
+        folds = np.array_split(perm, n_folds)
+        for f in range(n_folds):
+            train = np.concatenate([folds[j] for j in range(n_folds) if j != f])
+            out.append((np.sort(train), np.sort(folds[f])))
+    return out
+
+
+def mdn_nll(z: torch.Tensor, log_w: torch.Tensor, means: torch.Tensor, stds: torch.Tensor) -> torch.Tensor:
+    """-log p(z) per galaxy for stacked mixtures: z (M, B), parameters (M, B, G) -> (M, B)."""
+    u = (z.unsqueeze(-1) - means) / stds
+    comp = log_w - 0.5 * u * u - torch.log(stds) - 0.5 * math.log(2 * math.pi)
+    return -torch.logsumexp(comp, dim=-1)
+
+
+def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, target_err: torch.Tensor) -> torch.Tensor:
+    """Mean over bands of |recon - target| / err (missing bands, err = inf, count 0): (M, B)."""
+    return (torch.abs(recon - target) / target_err).mean(-1)
+
+
+def _gather_rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """x (N, ...) indexed by idx (M, B) -> (M, B, ...)."""
+    return x[idx.reshape(-1)].reshape(*idx.shape, *x.shape[1:])
+
+
+def _padded_indices(index_sets: list[np.ndarray], length: int, rng: np.random.Generator) -> np.ndarray:
+    """(M, length) array: each row a random permutation of its set, repeated to ``length``."""
+    rows = []
+    for s in index_sets:
+        reps = int(math.ceil(length / len(s)))
+        rows.append(np.concatenate([rng.permutation(s) for _ in range(reps)])[:length])
+    return np.stack(rows)
+
+
+def _member_view(t: torch.Tensor, m: int) -> torch.Tensor | None:
+    """View of a state tensor with the member axis first, or None for shared scalars."""
+    if t.dim() == 0:
+        return None
+    if t.shape[0] == m:
+        return t
+    return t.reshape(m, -1)  # batch-norm running stats stored as (M * F,)
+
+
+@dataclass
+class TrainResult:
+    """Best-epoch validation loss per member (M,), the epoch it was reached, and the loss history."""
+
+    best_val_loss: np.ndarray
+    best_epoch: np.ndarray
+    history: dict[str, list]
+
+
+def train_ensemble(
+    model: DeepzEnsemble,
+    features: torch.Tensor,
+    redshift: torch.Tensor | None,
+    ratios: torch.Tensor,
+    ratio_err: torch.Tensor,
+    splits: list[tuple[np.ndarray, np.ndarray]],
+    config: TrainConfig,
+    redshift_weight: float = 1.0,
+    progress: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train every member on its split; keep each member's best-validation-epoch weights.
+
+    Tensors live on the training device: features (N, F), redshift (N,) (None to train the
+    autoencoder alone), ratios and ratio_err (N, B). The loss per member is
+    ``redshift_weight * NLL + ae_weight * reconstruction``.
+    """
+    m = model.n_members
+    if len(splits) != m:
+        raise ValueError(f"{len(splits)} splits for {m} ensemble members")
+    if redshift is None and config.ae_weight <= 0:
+        raise ValueError("training without redshifts needs option 'ae_weight' > 0")
+    device = features.device
+    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)
+    opt = torch.optim.Adam(model.parameters(), lr=config.learning_rates[0], weight_decay=config.weight_decay)
+
+    n_train_max = max(len(tr) for tr, _ in splits)
+    bs = min(config.batch_size, n_train_max)
+    steps = int(math.ceil(n_train_max / bs))
+    n_val_max = max(len(va) for _, va in splits)
+    val_idx = torch.as_tensor(_padded_indices([va for _, va in splits], n_val_max, rng), device=device)
+    val_mask = torch.zeros(m, n_val_max, device=device)
+    for i, (_, va) in enumerate(splits):
+        val_mask[i, : len(va)] = 1.0
+
+    def member_loss(idx: torch.Tensor) -> torch.Tensor:
+        x = _gather_rows(features, idx)
+        log_w, means, stds, _, recon = model(x)
+        loss = torch.zeros(idx.shape, device=device)
+        if redshift is not None and redshift_weight > 0:
+            loss = loss + redshift_weight * mdn_nll(_gather_rows(redshift, idx), log_w, means, stds)
+        if config.ae_weight > 0:
+            rec = reconstruction_loss(recon, _gather_rows(ratios, idx), _gather_rows(ratio_err, idx))
+            loss = loss + config.ae_weight * rec
+        return loss  # (M, B)
+
+    best_loss = np.full(m, np.inf)
+    best_epoch = np.zeros(m, dtype=int)
+    best_state = copy.deepcopy(model.state_dict())
+    history: dict[str, list] = dict(train_loss=[], val_loss=[], lr=[])
+    t0 = time.time()
+    for epoch in range(config.n_epochs):
+        lr = config.lr_at(epoch)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        model.train()
+        order = torch.as_tensor(_padded_indices([tr for tr, _ in splits], steps * bs, rng), device=device)
+        total = torch.zeros((), device=device)
+        for s in range(steps):
+            loss = member_loss(order[:, s * bs : (s + 1) * bs]).mean(dim=1).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.detach()
+        model.eval()
+        with torch.no_grad():
+            val = torch.zeros(m, device=device)
+            for s in range(0, n_val_max, 4096):
+                lv = member_loss(val_idx[:, s : s + 4096])
+                val += (lv * val_mask[:, s : s + 4096]).sum(dim=1)
+            val = (val / val_mask.sum(dim=1)).cpu().numpy()
+        improved = val < best_loss
+        if improved.any():
+            sel = torch.as_tensor(improved, device=device)
+            state = model.state_dict()
+            for name, tensor in state.items():
+                dst, src = _member_view(best_state[name], m), _member_view(tensor, m)
+                if dst is not None:
+                    dst[sel] = src[sel].detach().clone()
+            best_loss = np.where(improved, val, best_loss)
+            best_epoch = np.where(improved, epoch, best_epoch)
+        history["train_loss"].append(float(total) / steps / m)
+        history["val_loss"].append(val.tolist())
+        history["lr"].append(lr)
+        if progress is not None and (epoch % 5 == 4 or epoch == config.n_epochs - 1):
+            progress(
+                f"epoch {epoch + 1}/{config.n_epochs} lr {lr:.0e} train loss {history['train_loss'][-1]:.4f} "
+                f"val loss {np.mean(val):.4f} (best {np.mean(best_loss):.4f}) {time.time() - t0:.0f}s"
+            )
+    model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(best_val_loss=best_loss, best_epoch=best_epoch, history=history)
+
+
+@torch.inference_mode()
+def predict(
+    model: DeepzEnsemble, features: torch.Tensor, batch_size: int = 16384
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-member mixtures for features (N, F): log-weights, means, stds, each (M, N, G)."""
+    model.eval()
+    outs = [model.mixture(features[s : s + batch_size])[:3] for s in range(0, features.shape[0], batch_size)]
+    return tuple(torch.cat([o[i] for o in outs], dim=1) for i in range(3))  # type: ignore[return-value]

@@ -1,0 +1,219 @@
+"""Deepz photometric redshifts as RAIL stages: DeepzInformer (training) and DeepzEstimator (PDFs).
+
+Deepz (Eriksen et al. 2020, MNRAS 497, 4565) is an ensemble of mixture density networks fed with
+flux ratios and the latent features of an autoencoder. The stages are thin wrappers around
+:mod:`rail.deepz.informing` and :mod:`rail.deepz.estimating`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import qp
+import torch
+from ceci.config import StageParameter as Param
+from rail.core.common_params import SHARED_PARAMS
+from rail.core.data import TableHandle
+from rail.core.model import Model
+from rail.estimation.estimator import CatEstimator
+from rail.estimation.informer import CatInformer
+
+from rail.deepz import mixture
+from rail.deepz.devices import resolve_device, set_num_threads
+from rail.deepz.estimating import ANCIL_KEYS, DeepzPredictor
+from rail.deepz.informing import InformOptions, train_deepz
+from rail.deepz.model_io import DeepzModelHandle
+from rail.deepz.training import TrainConfig
+
+__all__ = ["DeepzInformer", "DeepzEstimator"]
+
+
+def _select_group(data: Any, groupname: str, option_owner: str) -> Any:
+    """The table inside ``data[groupname]`` (RAIL's hdf5_groupname convention), with a clear error."""
+    if not groupname:
+        return data
+    try:
+        return data[groupname]
+    except (KeyError, TypeError, IndexError) as exc:
+        raise KeyError(
+            f"{option_owner}: hdf5_groupname '{groupname}' not found in the input table; "
+            "set hdf5_groupname='' for a flat table"
+        ) from exc
+
+
+def _check_positive(config: Any, names: list[str], minimum: float = 1) -> None:
+    for name in names:
+        value = config[name]
+        if value < minimum:
+            raise ValueError(f"option '{name}' must be >= {minimum}, got {value}")
+
+
+class DeepzInformer(CatInformer):
+    """Train a Deepz ensemble (mixture density networks + autoencoder) on a spectroscopic table.
+
+    The ensemble has ``n_splits`` x ``n_folds`` members: for each of ``n_splits`` random splits of
+    the training set into ``n_folds`` folds, one network validates on each fold (best epoch on that
+    fold) and trains on the others. The pooled PDF is calibrated on the held-out folds.
+    """
+
+    name = "DeepzInformer"
+    entrypoint_function = "inform"
+    interactive_function = "deepz_informer"
+    config_options = CatInformer.config_options.copy()
+    config_options.update(
+        bands=SHARED_PARAMS,
+        err_bands=SHARED_PARAMS,
+        ref_band=SHARED_PARAMS,
+        nondetect_val=SHARED_PARAMS,
+        nonobserved_val=SHARED_PARAMS,
+        mag_limits=SHARED_PARAMS,
+        redshift_col=SHARED_PARAMS,
+        n_splits=Param(int, 1, msg="number of random k-fold splits in the ensemble (paper: 10)"),
+        n_folds=Param(int, 5, msg="folds per split; one network per fold (paper: 5); 1 = one 80/20 split"),
+        encoder_layers=Param(list, [], msg="encoder hidden widths; [] = [128, 128] for <= 12 bands, 4 x 250 otherwise"),
+        decoder_layers=Param(list, [], msg="decoder hidden widths; [] = same rule as encoder_layers"),
+        mdn_layers=Param(list, [], msg="redshift network hidden widths; [] = 3 x 128 for <= 12 bands, 6 x 250 otherwise"),
+        latent_dim=Param(int, 10, msg="autoencoder latent features fed to the redshift network"),
+        n_gaussians=Param(int, 10, msg="Gaussian components per network"),
+        dropout=Param(float, 0.02, msg="dropout probability after every hidden block"),
+        learning_rates=Param(list, [1e-3, 1e-4, 1e-5], msg="step-wise learning rates (paper: 1e-3, 1e-4, 1e-5, 1e-6)"),
+        epochs_per_step=Param(list, [40, 15, 5], msg="epochs at each learning rate (paper: 100, 200, 200, 200)"),
+        batch_size=Param(int, 100, msg="training batch size (paper: 100)"),
+        weight_decay=Param(float, 1e-5, msg="Adam weight decay"),
+        ae_weight=Param(float, 0.0, msg="weight of the autoencoder reconstruction loss (0: redshift loss only)"),
+        calibrate=Param(bool, True, msg="calibrate the pooled PDFs on the held-out folds"),
+        recenter=Param(float, 0.0, msg="0-1: shift members toward the ensemble mean before pooling (0: plain pool)"),
+        seed=Param(int, 87, msg="random seed: splits, initial weights, batches, dropout"),
+        device=Param(str, "auto", msg="'auto' (CUDA when available, else CPU), 'cpu', 'cuda', 'cuda:N'"),
+        num_threads=Param(int, 0, msg="torch CPU threads; 0 = torch default (ceci sets OMP_NUM_THREADS)"),
+    )
+    outputs = [("model", DeepzModelHandle)]
+
+    def _options(self) -> InformOptions:
+        c = self.config
+        _check_positive(c, ["n_splits", "n_folds", "latent_dim", "n_gaussians", "batch_size"])
+        if not 0.0 <= c.dropout < 1.0:
+            raise ValueError(f"option 'dropout' must be in [0, 1), got {c.dropout}")
+        if not 0.0 <= c.recenter <= 1.0:
+            raise ValueError(f"option 'recenter' must be in [0, 1], got {c.recenter}")
+        if c.weight_decay < 0 or c.ae_weight < 0:
+            raise ValueError("options 'weight_decay' and 'ae_weight' must be >= 0")
+        lrs, eps = list(c.learning_rates), list(c.epochs_per_step)
+        if len(lrs) == 0 or len(lrs) != len(eps):
+            raise ValueError(
+                f"options 'learning_rates' ({len(lrs)} values) and 'epochs_per_step' ({len(eps)} values) "
+                "must be non-empty lists of the same length"
+            )
+        if any(float(r) <= 0 for r in lrs) or any(int(e) < 0 for e in eps) or sum(int(e) for e in eps) < 1:
+            raise ValueError("'learning_rates' must be > 0 and 'epochs_per_step' >= 0 with at least one epoch")
+        for key in ("encoder_layers", "decoder_layers", "mdn_layers"):
+            if any(int(w) < 1 for w in c[key]):
+                raise ValueError(f"option '{key}' must list positive layer widths, got {c[key]}")
+        resolve_device(c.device)
+        return InformOptions(
+            bands=list(c.bands),
+            err_bands=list(c.err_bands),
+            ref_band=c.ref_band,
+            mag_limits=dict(c.mag_limits),
+            redshift_col=c.redshift_col,
+            nondetect_val=c.nondetect_val,
+            nonobserved_val=c.nonobserved_val,
+            n_splits=c.n_splits,
+            n_folds=c.n_folds,
+            encoder_layers=[int(w) for w in c.encoder_layers],
+            decoder_layers=[int(w) for w in c.decoder_layers],
+            mdn_layers=[int(w) for w in c.mdn_layers],
+            latent_dim=c.latent_dim,
+            n_gaussians=c.n_gaussians,
+            dropout=c.dropout,
+            train=TrainConfig(
+                learning_rates=[float(r) for r in lrs],
+                epochs_per_step=[int(e) for e in eps],
+                batch_size=c.batch_size,
+                weight_decay=c.weight_decay,
+                ae_weight=c.ae_weight,
+                seed=c.seed,
+            ),
+            calibrate=c.calibrate,
+            recenter=c.recenter,
+            device=c.device,
+        )
+
+    def run(self) -> None:
+        opts = self._options()
+        data = _select_group(self.get_data("input"), self.config.hdf5_groupname, self.name)
+        set_num_threads(self.config.num_threads)
+        model = train_deepz(data, opts, progress=lambda msg: self.log.info(msg))
+        self.model = model
+        self.add_data("model", model)
+
+
+class DeepzEstimator(CatEstimator):
+    """Photo-z PDFs from a trained Deepz ensemble, as qp Gaussian mixtures.
+
+    Every galaxy's PDF is the pooled mixture of all ensemble members (K = members x n_gaussians
+    components, member weights divided by the member count), calibrated as stored in the model.
+    Ancil columns: ``zmode`` (exact mode of the mixture), ``zmean`` (analytic), ``zmedian``,
+    ``zstd``, ``odds`` (probability within zmode +- odds_window (1 + zmode), as BPZ's ODDS) and
+    ``deepz_flag`` (bit mask, see :mod:`rail.deepz.flags`).
+    """
+
+    name = "DeepzEstimator"
+    entrypoint_function = "estimate"
+    interactive_function = "deepz_estimator"
+    config_options = CatEstimator.config_options.copy()
+    config_options.update(
+        bands=SHARED_PARAMS,
+        err_bands=SHARED_PARAMS,
+        batch_size=Param(int, 16384, msg="galaxies per network pass (independent of chunk_size)"),
+        odds_window=Param(float, 0.06, msg="ODDS half-width in units of (1 + zmode)"),
+        device=Param(str, "auto", msg="'auto' (CUDA when available, GPU rank % n_gpus under MPI), 'cpu', 'cuda[:N]'"),
+        num_threads=Param(int, 0, msg="torch CPU threads; 0 = torch default (ceci sets OMP_NUM_THREADS)"),
+    )
+    inputs = [("model", DeepzModelHandle), ("input", TableHandle)]
+
+    def __init__(self, args: Any, **kwargs: Any) -> None:
+        super().__init__(args, **kwargs)
+        self.predictor: DeepzPredictor | None = None
+
+    def open_model(self, **kwargs: Any) -> Any:
+        CatEstimator.open_model(self, **kwargs)
+        if self.model is None:
+            return self.model
+        model = self.model.data if isinstance(self.model, Model) else self.model
+        _check_positive(self.config, ["batch_size"])
+        if not 0 < self.config.odds_window:
+            raise ValueError(f"option 'odds_window' must be > 0, got {self.config.odds_window}")
+        set_num_threads(self.config.num_threads)
+        self.predictor = DeepzPredictor(model, resolve_device(self.config.device, self.rank), self.config.batch_size)
+        self.predictor.check_columns(self.config.bands, self.config.err_bands)
+        return self.model
+
+    def _process_chunk(self, start: int, end: int, data: Any, first: bool) -> None:
+        assert self.predictor is not None
+        res = self.predictor.predict(data, self.config.err_bands, self.config.odds_window)
+        ens = qp.Ensemble(
+            qp.mixmod,
+            data=dict(weights=res["weights"], means=res["means"], stds=res["stds"]),
+            ancil={k: res[k] for k in ANCIL_KEYS},
+        )
+        self._do_chunk_output(ens, start, end, first, data=data)
+
+    # qp's mixmod mean()/mode() are broken or grid-limited: exact versions for PointEstimationMixin.
+    @staticmethod
+    def _mixture_tensors(qp_dist: qp.Ensemble) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        d = qp_dist.objdata
+        w = torch.as_tensor(np.asarray(d["weights"], dtype=np.float64))
+        return w / w.sum(-1, keepdim=True), torch.as_tensor(np.asarray(d["means"], dtype=np.float64)), \
+            torch.as_tensor(np.asarray(d["stds"], dtype=np.float64))
+
+    def _calculate_mean_point_estimate(self, qp_dist: qp.Ensemble) -> np.ndarray:
+        w, m, _ = self._mixture_tensors(qp_dist)
+        return mixture.mean(w, m).numpy()
+
+    def _calculate_mode_point_estimate(self, qp_dist: qp.Ensemble, grid: Any = None) -> np.ndarray:
+        return mixture.mode(*self._mixture_tensors(qp_dist)).numpy()
+
+    def _calculate_median_point_estimate(self, qp_dist: qp.Ensemble) -> np.ndarray:
+        return mixture.median(*self._mixture_tensors(qp_dist)).numpy()

@@ -1,0 +1,54 @@
+import os
+
+import numpy as np
+import pytest
+import tables_io
+from rail.utils.path_utils import find_rail_file
+
+BANDS = [f"mag_{b}_lsst" for b in "ugrizy"]
+ERR_BANDS = [f"mag_err_{b}_lsst" for b in "ugrizy"]
+
+# small, fast settings for plumbing tests
+TINY = dict(
+    epochs_per_step=[3, 1, 1],
+    n_folds=2,
+    encoder_layers=[16, 16],
+    decoder_layers=[16, 16],
+    mdn_layers=[16, 16],
+    n_gaussians=3,
+    batch_size=64,
+    seed=11,
+)
+
+
+def _read(rel):
+    return tables_io.read(find_rail_file(rel))["photometry"]
+
+
+@pytest.fixture(scope="session")
+def dc2_train():
+    return _read("examples_data/testdata/test_dc2_training_9816.hdf5")
+
+
+@pytest.fixture(scope="session")
+def dc2_valid():
+    return _read("examples_data/testdata/test_dc2_validation_9816.hdf5")
+
+
+@pytest.fixture(scope="session")
+def dc2_valid_path():
+    return find_rail_file("examples_data/testdata/test_dc2_validation_9816.hdf5")
+
+
+@pytest.fixture()
+def small_train(dc2_train):
+    """1,000 DC2 training rows (a copy, safe to modify)."""
+    return {k: np.array(v[:1000]) for k, v in dc2_train.items()}
+
+
+@pytest.fixture()
+def in_tmp(tmp_path):
+    old = os.getcwd()
+    os.chdir(tmp_path)
+    yield tmp_path
+    os.chdir(old)

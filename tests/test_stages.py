@@ -1,0 +1,201 @@
+import pickle
+
+import numpy as np
+import pytest
+import qp
+import tables_io
+from rail.core.data import TableHandle
+from rail.utils.testing_utils import check_stage_params, one_algo
+
+from rail.deepz import DeepzEstimator, DeepzInformer
+from rail.deepz.model_io import ModelFormatError, load_model
+
+from conftest import TINY
+
+
+def _inform(data, name="inform", **kw):
+    cfg = dict(TINY, hdf5_groupname="", **kw)
+    stage = DeepzInformer.make_stage(name=name, output_mode="return", **cfg)
+    stage.inform(data)
+    return stage.get_data("model")
+
+
+def _estimate(model, data, name="estimate", **kw):
+    stage = DeepzEstimator.make_stage(name=name, model=model, hdf5_groupname="", output_mode="return", **kw)
+    return stage.estimate(data).data
+
+
+def test_one_algo_round_trip(in_tmp):
+    train = dict(TINY, hdf5_groupname="photometry", model="deepz_test.npz")
+    estim = dict(hdf5_groupname="photometry", model="deepz_test.npz")
+    r1, r2, r3 = one_algo("Deepz", DeepzInformer, DeepzEstimator, train, estim)
+    assert r1.npdf == 10
+    for other in (r2, r3):
+        np.testing.assert_allclose(r1.ancil["zmode"], other.ancil["zmode"])
+        np.testing.assert_allclose(r1.objdata["weights"], other.objdata["weights"])
+
+
+def test_stage_params_are_plain_types():
+    assert check_stage_params(DeepzInformer) is None
+    assert check_stage_params(DeepzEstimator) is None
+
+
+def test_importable_from_conventional_module_and_discovered():
+    import rail.stages
+    from rail.estimation.algos import deepz as mod
+
+    assert mod.DeepzInformer is DeepzInformer and mod.DeepzEstimator is DeepzEstimator
+    rail.stages.import_and_attach_all(silent=True)
+    assert rail.stages.DeepzInformer is DeepzInformer
+    assert rail.stages.DeepzEstimator is DeepzEstimator
+
+
+def test_interactive_api(small_train):
+    import rail.interactive as ri
+
+    fns = ri.estimation.algos.deepz
+    model = fns.deepz_informer(training_data=small_train, hdf5_groupname="", **TINY)["model"]
+    out = fns.deepz_estimator(input_data=small_train, model=model, hdf5_groupname="")["output"]
+    assert isinstance(out, qp.Ensemble) and out.npdf == len(small_train["redshift"])
+
+
+def test_output_is_a_normalised_mixture_with_ancil(small_train):
+    model = _inform(small_train)
+    ens = _estimate(model, small_train, calculated_point_estimates=["zmean", "zmode", "zmedian"])
+    assert ens.gen_func is qp.mixmod.create_gen or isinstance(ens.gen_obj, qp.mixmod_gen) or "mixmod" in str(type(ens.gen_obj))
+    n_members, g = 2, TINY["n_gaussians"]
+    assert ens.objdata["weights"].shape == (1000, n_members * g)
+    np.testing.assert_allclose(ens.objdata["weights"].sum(1), 1.0, rtol=1e-9)
+    assert (ens.objdata["stds"] > 0).all()
+    for key in ("zmode", "zmean", "zmedian", "zstd", "odds", "deepz_flag"):
+        assert np.isfinite(ens.ancil[key]).all(), key
+    w, m = ens.objdata["weights"], ens.objdata["means"]
+    np.testing.assert_allclose(np.squeeze(ens.ancil["zmean"]), (w * m).sum(1), rtol=1e-9)
+    np.testing.assert_allclose(np.squeeze(ens.cdf(ens.ancil["zmedian"][:, None])), 0.5, atol=1e-6)
+    assert ((ens.ancil["odds"] >= 0) & (ens.ancil["odds"] <= 1)).all()
+    # the exact mode is at least as high as the best point of RAIL's 301-point grid
+    grid = np.linspace(0, 3, 301)
+    pdf_grid = ens.pdf(grid)
+    at_mode = np.squeeze(ens.pdf(ens.ancil["zmode"][:, None]))
+    assert np.all(at_mode >= pdf_grid.max(1) * (1 - 1e-9))
+
+
+def test_recomputed_point_estimates_do_not_crash(small_train):
+    model = _inform(small_train)
+    ens = _estimate(model, small_train, calculated_point_estimates=["zmean", "zmode", "zmedian"],
+                    recompute_point_estimates=True)
+    w, m = ens.objdata["weights"], ens.objdata["means"]
+    np.testing.assert_allclose(np.squeeze(ens.ancil["zmean"]), (w * m).sum(1), rtol=1e-9)
+
+
+def test_same_seed_same_model_and_pdfs(small_train):
+    a, b = _inform(small_train, "a"), _inform(small_train, "b")
+    c = _inform(small_train, "c", **{"seed": 12})
+    for key in a["arrays"]:
+        np.testing.assert_array_equal(a["arrays"][key], b["arrays"][key], err_msg=key)
+    assert not np.array_equal(a["arrays"]["net/mdn.net.0.weight"], c["arrays"]["net/mdn.net.0.weight"])
+    ea, eb = _estimate(a, small_train), _estimate(b, small_train)
+    np.testing.assert_array_equal(ea.objdata["means"], eb.objdata["means"])
+    np.testing.assert_array_equal(ea.ancil["zmode"], eb.ancil["zmode"])
+
+
+def test_results_independent_of_chunk_and_batch_size(small_train, tmp_path):
+    model = _inform(small_train)
+    path = str(tmp_path / "cat.hdf5")
+    tables_io.write(dict(photometry=small_train), path)
+    outs = []
+    for i, (chunk, batch) in enumerate([(1000, 16384), (137, 50), (400, 7)]):
+        stage = DeepzEstimator.make_stage(name=f"chunks{i}", model=model, hdf5_groupname="photometry",
+                                          chunk_size=chunk, batch_size=batch,
+                                          output=str(tmp_path / f"out{i}.hdf5"))
+        outs.append(stage.estimate(TableHandle("cat", path=path)).data)
+    for other in outs[1:]:
+        np.testing.assert_allclose(outs[0].objdata["means"], other.objdata["means"], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(outs[0].ancil["zmode"], other.ancil["zmode"], rtol=1e-6, atol=1e-6)
+
+
+def test_model_file_round_trip(small_train, in_tmp):
+    stage = DeepzInformer.make_stage(name="inform_file", model="m.npz", hdf5_groupname="", **TINY)
+    stage.inform(small_train)
+    model = load_model("m.npz")
+    mem = stage.get_data("model")
+    assert model["meta"]["bands"] == mem["meta"]["bands"]
+    for key, arr in mem["arrays"].items():
+        np.testing.assert_array_equal(model["arrays"][key], arr)
+    e1 = _estimate("m.npz", small_train, "from_file")
+    e2 = _estimate(mem, small_train, "from_memory")
+    np.testing.assert_array_equal(e1.ancil["zmode"], e2.ancil["zmode"])
+
+
+def test_missing_column_error(small_train):
+    data = dict(small_train)
+    del data["mag_g_lsst"]
+    with pytest.raises(KeyError, match="mag_g_lsst"):
+        _inform(data)
+    model = _inform(small_train)
+    with pytest.raises(KeyError, match="mag_g_lsst"):
+        _estimate(model, data)
+
+
+def test_missing_redshift_column_error(small_train):
+    data = dict(small_train)
+    del data["redshift"]
+    with pytest.raises(KeyError, match="redshift"):
+        _inform(data)
+
+
+def test_all_nan_band_error(small_train):
+    data = dict(small_train)
+    data["mag_y_lsst"] = np.full_like(data["mag_y_lsst"], np.nan)
+    with pytest.raises(ValueError, match="mag_y_lsst"):
+        _inform(data)
+
+
+def test_all_nan_band_at_estimate_time_gives_flags_not_nans(small_train):
+    model = _inform(small_train)
+    data = dict(small_train)
+    data["mag_y_lsst"] = np.full_like(data["mag_y_lsst"], np.nan)
+    data["mag_i_lsst"] = data["mag_i_lsst"].copy()
+    data["mag_i_lsst"][:5] = 99.0
+    ens = _estimate(model, data)
+    assert np.isfinite(ens.objdata["means"]).all() and np.isfinite(ens.ancil["zmode"]).all()
+    flags = ens.ancil["deepz_flag"]
+    assert (flags & 2).all()  # every row has a missing band
+    assert (flags[:5] & 1).all() and not (flags[5:] & 1).any()  # reference band not detected
+
+
+def test_empty_table_error(small_train):
+    empty = {k: v[:0] for k, v in small_train.items()}
+    with pytest.raises(ValueError, match="empty"):
+        _inform(empty)
+
+
+def test_bad_options_are_named(small_train):
+    with pytest.raises(ValueError, match="epochs_per_step"):
+        _inform(small_train, epochs_per_step=[1])
+    with pytest.raises(ValueError, match="device"):
+        _inform(small_train, device="gpu7")
+    with pytest.raises(ValueError, match="n_folds"):
+        _inform(small_train, n_folds=0)
+    with pytest.raises(ValueError, match="ref_band"):
+        _inform(small_train, ref_band="mag_q_lsst")
+
+
+def test_band_mismatch_with_model(small_train):
+    model = _inform(small_train)
+    with pytest.raises(ValueError, match="bands"):
+        _estimate(model, small_train, bands=[f"mag_{b}_lsst" for b in "grizy"],
+                  err_bands=[f"mag_err_{b}_lsst" for b in "grizy"])
+
+
+def test_wrong_model_files_fail_clearly(small_train, tmp_path):
+    with open(tmp_path / "other.pkl", "wb") as f:
+        pickle.dump(dict(nnmodel=1), f)
+    with pytest.raises(ModelFormatError, match="not a pz-rail-deepz model"):
+        _estimate(str(tmp_path / "other.pkl"), small_train)
+    with pytest.raises(ModelFormatError, match="not a pz-rail-deepz model"):
+        _estimate(dict(kdtree=None), small_train)
+    model = _inform(small_train)
+    wrong_version = dict(model, format_version=99)
+    with pytest.raises(ModelFormatError, match="format version 99"):
+        _estimate(wrong_version, small_train)
