@@ -1,0 +1,105 @@
+"""RAIL Creator stage for Deepz pretraining simulations (Eriksen et al. 2020, section 3.2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ceci.config import StageParameter as Param
+from rail.core.data import Hdf5Handle, ModelHandle
+from rail.core.common_params import SHARED_PARAMS
+from rail.creation.engine import Creator
+
+from rail.deepz.simulation.catalogue import OPTIONS, simulate_catalogue, validate_options
+
+__all__ = ["DeepzSimCreator"]
+
+_SHARED = ("bands", "err_bands", "ref_band", "nondetect_val", "chunk_size", "hdf5_groupname")
+
+
+def _param(name: str) -> Any:
+    default, msg = OPTIONS[name]
+    if name in _SHARED:
+        return SHARED_PARAMS
+    return Param(type(default), default, msg=msg)
+
+
+class DeepzSimCreator(Creator):
+    """Simulated galaxy photometry for pretraining Deepz.
+
+    Galaxy parameters are drawn independently and uniformly (paper Table 1; ``*_range`` options),
+    turned into rest-frame SEDs by the ``engine`` (``ssp``: vectorised PopStar composite populations
+    with dust, nebular lines and IGM; ``fsps``: python-fsps; ``templates``: pz-rail-base's SED
+    templates), observed through ``filter_set``, scaled to reference-band magnitudes drawn from
+    ``mag_distribution`` and given noise (``noise_model``) and, optionally, individual exposures.
+    The ``model`` input is not needed (the stage is fully defined by its options); leave it unset
+    (``rail.interactive`` requires it: pass ``model="none"``).
+    See docs/simulations.md for every option and the output columns.
+    """
+
+    name = "DeepzSimCreator"
+    entrypoint_function = "sample"
+    interactive_function = "deepz_sim_creator"
+    config_options = Creator.config_options.copy()
+    config_options.update({name: _param(name) for name in OPTIONS})
+    config_options["nonobserved_val"] = SHARED_PARAMS
+    extra_interactive_documentation = (
+        "The simulation needs no model: call with model='none', e.g. "
+        "deepz_sim_creator(model='none', n_samples=1000, seed=1)."
+    )
+    inputs = [("model", ModelHandle)]
+    outputs = [("output", Hdf5Handle)]
+
+    def __init__(self, args: Any, **kwargs: Any) -> None:
+        super().__init__(args, **kwargs)
+        self._resolved = validate_options(self._options())
+
+    def open_model(self, tag: str = "model", **kwargs: Any) -> Any:
+        """The simulation needs no model: ``model`` may be absent, None or "None" (ignored otherwise)."""
+        model = kwargs.get(tag, None)
+        if model is None or (isinstance(model, str) and model.lower() in ("none", "")):
+            self.model = None
+            return None
+        return super().open_model(tag, **kwargs)
+
+    def _options(self) -> dict:
+        return {name: self.config[name] for name in OPTIONS}
+
+    def sample(self, n_samples: int | None = None, seed: int | None = None, **kwargs: Any) -> Hdf5Handle:
+        """Simulate a catalogue of galaxies.
+
+        Parameters
+        ----------
+        n_samples : int, optional
+            Number of galaxies; defaults to the ``n_samples`` option.
+        seed : int, optional
+            Seed of every random draw (parameters, magnitudes, noise, exposures); defaults to the
+            ``seed`` option. The same seed and options give the same catalogue.
+        **kwargs : Any
+            Option overrides, validated before any work starts.
+
+        Returns
+        -------
+        Hdf5Handle
+            Handle to a dict ``{hdf5_groupname: {column: array}}`` (or the flat dict when
+            ``hdf5_groupname`` is ''): ``id``, ``redshift``, magnitudes ``bands`` and errors
+            ``err_bands`` (non-detections ``nondetect_val``), coadded fluxes ``flux_{band}``,
+            ``flux_err_{band}``, noiseless ``flux_true_{band}`` [nJy], the drawn parameters and,
+            with ``exposures=True``, ``flux_{band}_exp{k}``, ``flux_err_{band}_exp{k}``, ``n_exp_{band}``.
+        """
+        n_samples = self.config.n_samples if n_samples is None else n_samples
+        seed = self.config.seed if seed is None else seed
+        return super().sample(n_samples=n_samples, seed=seed, **kwargs)
+
+    def run(self) -> None:
+        """Validate the options, simulate, and add the table as the ``output``."""
+        opts = self._options()
+        self._resolved = validate_options(opts)
+        n_samples, seed = self.config.n_samples, self.config.seed
+        if not isinstance(n_samples, int) or isinstance(n_samples, bool) or n_samples < 1:
+            raise ValueError(f"Option 'n_samples' = {n_samples!r} is invalid: expected a positive integer")
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ValueError(f"Option 'seed' = {seed!r} is invalid: expected an integer")
+        opts["nonobserved_val"] = self.config.nonobserved_val
+        table = simulate_catalogue(n_samples, seed, opts)
+        group = self.config.hdf5_groupname
+        self.add_data("output", {group: table} if group else table)
