@@ -1,0 +1,109 @@
+"""The main job, end to end: train Deepz on the DC2 training file, estimate the validation file,
+evaluate with RAIL's evaluator, print the scores.
+
+Run ``python -m rail.deepz.quickstart`` (``--help`` for options). Uses the cosmoDC2 test files that
+pz-rail-base ships (10,225 training and 20,449 validation galaxies); writes the model, the PDFs
+and the scores (JSON) to ``--output-dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import tables_io
+from rail.core.data import TableHandle
+from rail.utils.path_utils import find_rail_file
+
+from rail.deepz.metrics import photoz_scores
+
+TRAIN_FILE = "examples_data/testdata/test_dc2_training_9816.hdf5"
+TEST_FILE = "examples_data/testdata/test_dc2_validation_9816.hdf5"
+RAIL_METRICS = ["pit", "cdeloss", "point_stats_sigma68", "point_outlier_frac_015", "point_stats_iqr",
+                "point_bias", "point_outlier_rate"]
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m rail.deepz.quickstart", description=__doc__.split("\n\n")[0])
+    p.add_argument("--output-dir", default="deepz_quickstart", help="where the model, PDFs and scores go")
+    p.add_argument("--train", default=None, help="training table (default: pz-rail-base DC2 training file)")
+    p.add_argument("--test", default=None, help="test table (default: pz-rail-base DC2 validation file)")
+    p.add_argument("--seed", type=int, default=87)
+    p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:N'")
+    p.add_argument("--num-threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    p.add_argument("--inform-config", default="{}", help="JSON dict of extra DeepzInformer options")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run inform -> estimate -> evaluate and print the scores; returns them."""
+    # imported here so that `--help` is instant
+    from rail.estimation.algos.deepz import DeepzEstimator, DeepzInformer
+    from rail.evaluation.deepz_evaluator import DeepzEvaluator
+
+    args = _parse(argv)
+    os.makedirs(args.output_dir, exist_ok=True)
+    train_path = args.train or find_rail_file(TRAIN_FILE)
+    test_path = args.test or find_rail_file(TEST_FILE)
+    model_path = os.path.join(args.output_dir, "deepz_model.npz")
+    pdf_path = os.path.join(args.output_dir, "deepz_pdfs.hdf5")
+    common = dict(hdf5_groupname="photometry", device=args.device, num_threads=args.num_threads)
+
+    print(f"[1/3] inform: training Deepz on {train_path}", flush=True)
+    t0 = time.time()
+    informer = DeepzInformer.make_stage(name="inform_deepz", model=model_path, seed=args.seed,
+                                        **common, **json.loads(args.inform_config))
+    informer.inform(tables_io.read(train_path))
+    t_inform = time.time() - t0
+
+    print(f"[2/3] estimate: PDFs for {test_path}", flush=True)
+    t0 = time.time()
+    estimator = DeepzEstimator.make_stage(name="estimate_deepz", model=model_path, output=pdf_path,
+                                          chunk_size=100_000, **common)
+    ens = estimator.estimate(TableHandle("test", path=test_path)).data
+    t_estimate = time.time() - t0
+
+    print("[3/3] evaluate: RAIL evaluator (DeepzEvaluator) and photoz_scores", flush=True)
+    ztrue = np.asarray(tables_io.read(test_path)["photometry"]["redshift"], dtype=float)
+    evaluator = DeepzEvaluator.make_stage(
+        name="evaluate_deepz", metrics=RAIL_METRICS, point_estimates=["zmode"],
+        truth_point_estimates=["redshift"], hdf5_groupname="photometry", force_exact=True,
+        output=os.path.join(args.output_dir, "deepz_eval.hdf5"),
+        summary=os.path.join(args.output_dir, "deepz_eval_summary.hdf5"),
+        single_distribution_summary=os.path.join(args.output_dir, "deepz_eval_pit.hdf5"),
+    )
+    summary = evaluator.evaluate(estimator.get_handle("output"), TableHandle("truth", path=test_path))["summary"]()
+    rail_summary = {k: float(np.squeeze(v)) for k, v in summary.items()}
+    scores = photoz_scores(ens, ztrue)
+    scores.update(inform_seconds=t_inform, estimate_seconds=t_estimate,
+                  galaxies_per_second=len(ztrue) / t_estimate, rail_evaluator=rail_summary)
+    with open(os.path.join(args.output_dir, "scores.json"), "w") as f:
+        json.dump(scores, f, indent=2)
+
+    rows = [
+        ("sigma68", scores["sigma68"], rail_summary.get("point_stats_sigma68_zmode_redshift")),
+        ("|dz|/(1+z) > 0.15 outliers", scores["outlier_frac"], rail_summary.get("point_outlier_frac_015_zmode_redshift")),
+        ("sigma_IQR", scores["sigma_iqr"], rail_summary.get("point_stats_iqr_zmode_redshift")),
+        ("bias (median dz)", scores["bias"], rail_summary.get("point_bias_zmode_redshift")),
+        ("RAIL outlier rate (3 sigma_IQR)", None, rail_summary.get("point_outlier_rate_zmode_redshift")),
+        ("PIT KS", scores["pit_ks"], None),
+        ("PIT CvM", scores["pit_cvm"], None),
+        ("PIT AD", scores["pit_ad"], None),
+        ("CDE loss", scores["cde_loss"], rail_summary.get("cdeloss_redshift")),
+    ]
+    print(f"\nDeepz on {len(ztrue)} galaxies (inform {t_inform:.0f} s, estimate {t_estimate:.1f} s, "
+          f"{scores['galaxies_per_second']:,.0f} galaxies/s)")
+    print(f"{'metric':34s} {'photoz_scores':>14s} {'RAIL evaluator':>15s}")
+    for name, ours, rails in rows:
+        a = "" if ours is None else f"{ours:.4f}"
+        b = "" if rails is None else f"{rails:.4f}"
+        print(f"{name:34s} {a:>14s} {b:>15s}")
+    print(f"\nwritten: {model_path}, {pdf_path}, {os.path.join(args.output_dir, 'scores.json')}")
+    return scores
+
+
+if __name__ == "__main__":
+    main()
