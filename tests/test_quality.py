@@ -43,10 +43,12 @@ def test_sigma68_through_rail_evaluator(default_run, dc2_valid_path, dc2_valid):
     ev = DeepzEvaluator.make_stage(
         name="eval_quality", metrics=["point_stats_sigma68", "point_outlier_frac_015", "pit", "cdeloss"],
         point_estimates=["zmode"], truth_point_estimates=["redshift"], hdf5_groupname="photometry",
-        force_exact=True, output=str(out / "ev.hdf5"), summary=str(out / "ev_summary.hdf5"),
+        chunk_size=2000, output=str(out / "ev.hdf5"), summary=str(out / "ev_summary.hdf5"),
         single_distribution_summary=str(out / "ev_pit.hdf5"))
     summary = ev.evaluate(est.get_handle("output"), TableHandle("truth", path=dc2_valid_path))["summary"]()
     s = photoz_scores(ens, dc2_valid["redshift"])
-    np.testing.assert_allclose(np.squeeze(summary["point_stats_sigma68_zmode_redshift"]), s["sigma68"], rtol=1e-9)
-    np.testing.assert_allclose(np.squeeze(summary["point_outlier_frac_015_zmode_redshift"]), s["outlier_frac"])
+    # chunked evaluation: point metrics come from t-digests (approximate quantiles)
+    np.testing.assert_allclose(np.squeeze(summary["point_stats_sigma68_zmode_redshift"]), s["sigma68"], rtol=0.02)
+    np.testing.assert_allclose(np.squeeze(summary["point_outlier_frac_015_zmode_redshift"]), s["outlier_frac"],
+                               atol=0.002)
     np.testing.assert_allclose(np.squeeze(summary["cdeloss_redshift"]), s["cde_loss"], rtol=1e-3)

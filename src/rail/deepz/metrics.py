@@ -72,11 +72,19 @@ class PointOutlierFraction15(PointToPointMetricDigester):
         return float(1.0 - digest.cdf(0.15) + digest.cdf(-0.15))
 
 
+def _chunks(n: int, size: int = 2000):
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
 def pit_values(ens, zspec: np.ndarray) -> np.ndarray:
-    """PIT_i = CDF_i(zspec_i) of a qp ensemble, shape (N,)."""
+    """PIT_i = CDF_i(zspec_i) of a qp ensemble, shape (N,), evaluated in chunks to bound memory."""
     zspec = np.asarray(zspec, dtype=float).ravel()
-    # qp evaluates cdf(x) with x of shape (N, 1) row by row (one point per distribution).
-    return np.asarray(ens.cdf(zspec[:, None]), dtype=float).reshape(-1)
+    out = np.empty(zspec.size)
+    for sl in _chunks(zspec.size):
+        # qp evaluates cdf(x) with x of shape (n, 1) row by row (one point per distribution).
+        out[sl] = np.asarray(ens[sl].cdf(zspec[sl, None]), dtype=float).reshape(-1)
+    return out
 
 
 def pit_statistics(pit: np.ndarray) -> dict[str, float]:
@@ -119,11 +127,14 @@ def photoz_scores(ens, zspec: np.ndarray, point_key: str = "zmode") -> dict[str,
 
 def cde_loss(ens, zspec: np.ndarray, zmin: float = 0.0, zmax: float = 3.0, nz: int = 301) -> float:
     """CDE loss (Izbicki & Lee 2017) as qp's CDELossMetric on a regular grid:
-    mean of the trapezoid integral of p^2 minus twice the mean of p at the grid point nearest z_true."""
+    mean of the trapezoid integral of p^2 minus twice the mean of p at the grid point nearest z_true.
+    Evaluated in chunks of 2,000 PDFs so memory stays bounded for many-component mixtures."""
     zspec = np.asarray(zspec, dtype=float).ravel()
     zgrid = np.linspace(zmin, zmax, nz)
-    pdfs = np.asarray(ens.pdf(zgrid), dtype=float)
-    term1 = np.mean(np.trapezoid(pdfs**2, x=zgrid, axis=1))
     idx = np.clip(np.rint((zspec - zmin) / (zgrid[1] - zgrid[0])).astype(int), 0, nz - 1)
-    term2 = np.mean(pdfs[np.arange(zspec.size), idx])
-    return float(term1 - 2.0 * term2)
+    term1 = term2 = 0.0
+    for sl in _chunks(zspec.size):
+        pdfs = np.asarray(ens[sl].pdf(zgrid), dtype=float)
+        term1 += float(np.sum(np.trapezoid(pdfs**2, x=zgrid, axis=1)))
+        term2 += float(np.sum(pdfs[np.arange(pdfs.shape[0]), idx[sl]]))
+    return (term1 - 2.0 * term2) / zspec.size

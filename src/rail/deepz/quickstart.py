@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
     ztrue = np.asarray(tables_io.read(test_path)["photometry"]["redshift"], dtype=float)
     evaluator = DeepzEvaluator.make_stage(
         name="evaluate_deepz", metrics=RAIL_METRICS, point_estimates=["zmode"],
-        truth_point_estimates=["redshift"], hdf5_groupname="photometry", force_exact=True,
+        truth_point_estimates=["redshift"], hdf5_groupname="photometry", chunk_size=2000,
         output=os.path.join(args.output_dir, "deepz_eval.hdf5"),
         summary=os.path.join(args.output_dir, "deepz_eval_summary.hdf5"),
         single_distribution_summary=os.path.join(args.output_dir, "deepz_eval_pit.hdf5"),
