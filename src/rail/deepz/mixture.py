@@ -80,20 +80,34 @@ def _climb(
     return z, torch.logsumexp(base - 0.5 * d * d * inv_var, dim=-1)
 
 
+def _row_chunks(n: int, size: int):
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
 def mode(
     weights: torch.Tensor,
     means: torch.Tensor,
     stds: torch.Tensor,
-    n_candidates: int = 8,
-    n_search: int = 16,
-    n_iter: int = 10,
+    n_candidates: int = 4,
+    n_search: int = 12,
+    n_iter: int = 6,
+    chunk: int = 2048,
 ) -> torch.Tensor:
     """Global mode of each mixture, (N,), exact (not limited by a grid).
 
     The search runs on the ``n_search`` heaviest components: it starts from the means of the
     ``n_candidates`` components with the highest peak density w/sigma, climbs each to its local
-    maximum (Newton / mean-shift steps), and the highest one is then polished on the full mixture.
+    maximum (Newton / mean-shift steps), and every local maximum is then polished on the full
+    mixture, the highest winning. Rows are processed ``chunk`` at a time to stay in cache.
     """
+    out = torch.empty(weights.shape[0], dtype=means.dtype, device=means.device)
+    for sl in _row_chunks(weights.shape[0], chunk):
+        out[sl] = _mode(weights[sl], means[sl], stds[sl], n_candidates, n_search, n_iter)
+    return out
+
+
+def _mode(weights, means, stds, n_candidates, n_search, n_iter):
     log_w = torch.log(weights.clamp_min(1e-300))
     k = weights.shape[-1]
     if k > n_search:
@@ -103,20 +117,29 @@ def mode(
         s_lw, s_mu, s_sd = log_w, means, stds
     c = min(n_candidates, s_lw.shape[-1])
     start = torch.gather(s_mu, -1, torch.topk(s_lw - torch.log(s_sd), c, dim=-1).indices)
-    z, lp = _climb(start, s_lw, s_mu, s_sd, n_iter)
-    # polish every local maximum on the full mixture, then keep the highest
-    z, lp = _climb(z, log_w, means, stds, 3)
+    # the search runs in float32 (cheaper); the polish on the full mixture in the input precision
+    f32 = torch.float32
+    z, _ = _climb(start.to(f32), s_lw.to(f32), s_mu.to(f32), s_sd.to(f32), n_iter)
+    z, lp = _climb(z.to(means.dtype), log_w, means, stds, 3)
     return torch.gather(z, -1, torch.argmax(lp, dim=-1, keepdim=True)).squeeze(-1)
 
 
 def median(
-    weights: torch.Tensor, means: torch.Tensor, stds: torch.Tensor, tol: float = 1e-10, max_iter: int = 80
+    weights: torch.Tensor, means: torch.Tensor, stds: torch.Tensor, tol: float = 1e-8, max_iter: int = 80,
+    chunk: int = 2048,
 ) -> torch.Tensor:
     """Median of each mixture, (N,): safeguarded Newton iteration on CDF(z) = 0.5 inside a bracket.
 
     Newton steps that leave the bracket become bisection steps; only rows that have not yet
-    converged (step or bracket below ``tol``) are iterated.
+    converged (step or bracket below ``tol``) are iterated. Rows go ``chunk`` at a time.
     """
+    out = torch.empty(weights.shape[0], dtype=means.dtype, device=means.device)
+    for sl in _row_chunks(weights.shape[0], chunk):
+        out[sl] = _median(weights[sl], means[sl], stds[sl], tol, max_iter)
+    return out
+
+
+def _median(weights, means, stds, tol, max_iter):
     lo = (means - 8.0 * stds).min(-1).values
     hi = (means + 8.0 * stds).max(-1).values
     z = mean(weights, means).clamp(lo, hi)
