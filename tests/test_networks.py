@@ -43,3 +43,22 @@ def test_members_are_independent():
     for p in net.parameters():
         if p.grad is not None and p.shape[0] == 2:
             assert torch.all(p.grad[1] == 0)
+
+
+def test_fused_inference_equals_the_module():
+    from rail.deepz.estimating import FusedEnsemble
+
+    torch.manual_seed(3)
+    arch = Architecture(n_inputs=13, n_bands=6, encoder_layers=[16, 8], decoder_layers=[8], mdn_layers=[16, 16],
+                        latent_dim=4, n_gaussians=5)
+    net = DeepzEnsemble(arch, n_members=3)
+    net.train()
+    for _ in range(3):  # give batch norm non-trivial running statistics
+        net(torch.randn(64, 13) * 2 + 1)
+    net.eval()
+    x = torch.randn(50, 13)
+    with torch.no_grad():
+        ref = net.mixture(x)[:3]
+        out = FusedEnsemble(net).mixture(x)
+    for a, b in zip(ref, out):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

@@ -9,14 +9,78 @@ import torch
 
 from . import features as feat
 from . import mixture
+from .augmentation import exposure_photometry, has_exposures
 from .calibration import Calibration, apply_calibration
+from .simulation.exposures import band_key, unpack_exposures
 from .flags import compute_flags
 from .model_io import validate_model
-from .networks import Architecture, DeepzEnsemble
+from .networks import SIGMA_MIN, Architecture, DeepzEnsemble, StackedBatchNorm, StackedLinear
 
-__all__ = ["DeepzPredictor", "ANCIL_KEYS"]
+__all__ = ["DeepzPredictor", "ANCIL_KEYS", "FusedEnsemble"]
 
 ANCIL_KEYS = ("zmode", "zmean", "zmedian", "zstd", "odds", "deepz_flag")
+
+
+class FusedEnsemble:
+    """Inference-only copy of a :class:`DeepzEnsemble` with batch norm folded into the linear layers.
+
+    In eval mode BatchNorm is an affine map, so Linear + BatchNorm becomes one linear layer
+    (W' = W g, b' = (b - mean) g + beta, g = gamma / sqrt(var + eps)); dropout is the identity.
+    Gives the same mixtures as ``DeepzEnsemble.mixture`` (to float rounding) with fewer passes over memory.
+    """
+
+    def __init__(self, net: DeepzEnsemble) -> None:
+        self.arch = net.arch
+        self.encoder = self._fold(net.encoder) if net.encoder is not None else None
+        self.mdn = self._fold(net.mdn)
+
+    @staticmethod
+    def _fold(mlp) -> list[tuple[torch.Tensor, torch.Tensor, bool]]:
+        mods = list(mlp.net)
+        layers = []
+        i = 0
+        while i < len(mods):
+            weight, bias = mods[i].weight.detach().clone(), mods[i].bias.detach().clone()
+            i += 1
+            if i < len(mods) and isinstance(mods[i], StackedBatchNorm):
+                bn = mods[i].bn
+                m, _, h = weight.shape
+                g = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).reshape(m, 1, h)
+                weight = weight * g
+                bias = (bias - bn.running_mean.reshape(m, 1, h)) * g + bn.bias.reshape(m, 1, h)
+                layers.append((weight, bias, True))
+                i += 1
+                while i < len(mods) and not isinstance(mods[i], StackedLinear):
+                    i += 1  # ReLU (applied in _run) and Dropout (identity at inference)
+            else:
+                layers.append((weight, bias, False))
+        return layers
+
+    @staticmethod
+    def _run(layers, h: torch.Tensor) -> torch.Tensor:
+        for weight, bias, relu in layers:
+            h = torch.baddbmm(bias, h, weight)
+            if relu:
+                h = torch.relu_(h)
+        return h
+
+    def to(self, device: torch.device) -> "FusedEnsemble":
+        move = lambda layers: [(w.to(device), b.to(device), r) for w, b, r in layers]  # noqa: E731
+        self.encoder = move(self.encoder) if self.encoder is not None else None
+        self.mdn = move(self.mdn)
+        return self
+
+    def mixture(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-member log-weights, means, stds (M, B, G) for scaled features x (B, F)."""
+        m = self.mdn[0][0].shape[0]
+        xm = x.unsqueeze(0).expand(m, -1, -1)
+        h = xm if self.encoder is None else torch.cat([xm, self._run(self.encoder, xm)], dim=-1)
+        raw = self._run(self.mdn, h)
+        g, a = self.arch.n_gaussians, self.arch
+        log_w = torch.log_softmax(raw[..., :g], dim=-1)
+        means = torch.nn.functional.softplus(raw[..., g : 2 * g]) * a.z_scale
+        stds = torch.nn.functional.softplus(raw[..., 2 * g :]) * a.z_scale * 0.1 + SIGMA_MIN
+        return log_w, means, stds
 
 
 class DeepzPredictor:
@@ -29,7 +93,7 @@ class DeepzPredictor:
     batch_size : galaxies per network forward pass (independent of the catalogue chunk size)
     """
 
-    def __init__(self, model: dict, device: torch.device, batch_size: int = 16384) -> None:
+    def __init__(self, model: dict, device: torch.device, batch_size: int = 2048) -> None:
         validate_model(model)
         meta, arrays = model["meta"], model["arrays"]
         self.meta = meta
@@ -46,6 +110,7 @@ class DeepzPredictor:
         except RuntimeError as exc:
             raise ValueError(f"model weights do not match the stored architecture: {exc}") from exc
         self.net.to(device).eval()
+        self.fused = FusedEnsemble(self.net).to(device)
         self.mean = torch.as_tensor(arrays["feature_mean"], device=device)
         self.std = torch.as_tensor(arrays["feature_std"], device=device)
         self.calibration = Calibration(**meta.get("calibration", {}))
@@ -62,7 +127,22 @@ class DeepzPredictor:
             raise ValueError(f"option 'err_bands' has {len(err_bands)} columns for {len(bands)} bands")
 
     def photometry(self, table: Mapping, err_bands: Sequence[str]) -> feat.Photometry:
-        """Fluxes of a table's rows with the model's band rules."""
+        """Fluxes of a table's rows with the model's band rules.
+
+        A model trained on individual exposures (``meta["inputs"] == "exposures"``) reads the
+        inverse-variance coadd of all exposures when the table has them, else the coadd flux columns
+        ``flux_{band}``/``flux_err_{band}`` when present, else the magnitudes.
+        """
+        if self.meta.get("inputs") == "exposures":
+            keys = [band_key(b) for b in self.bands]
+            if has_exposures(table, self.bands):
+                return exposure_photometry(*unpack_exposures(table, keys))
+            if all(f"flux_{k}" in table and f"flux_err_{k}" in table for k in keys):
+                flux = np.stack([np.asarray(table[f"flux_{k}"], dtype=np.float64) for k in keys], axis=1)
+                err = np.stack([np.asarray(table[f"flux_err_{k}"], dtype=np.float64) for k in keys], axis=1)
+                missing = ~(np.isfinite(flux) & np.isfinite(err) & (err > 0))
+                status = np.where(missing, feat.STATUS_MISSING, feat.STATUS_OK).astype(np.int8)
+                return feat.Photometry(np.where(missing, 0.0, flux), np.where(missing, 1.0, err), status)
         return feat.read_photometry(
             table,
             self.bands,
@@ -79,9 +159,9 @@ class DeepzPredictor:
         for s in range(0, x.shape[0], self.batch_size):
             xb = torch.as_tensor(x[s : s + self.batch_size]).to(self.device, non_blocking=True)
             xb = (xb - self.mean) / self.std
-            log_w, means, stds, _ = self.net.mixture(xb)
-            log_w, means, stds = apply_calibration(log_w.double(), means.double(), stds.double(), self.calibration)
-            w, m, sd = mixture.combine_members(log_w, means, stds)
+            log_w, means, stds = self.fused.mixture(xb)
+            log_w, means, stds = apply_calibration(log_w, means, stds, self.calibration)
+            w, m, sd = mixture.combine_members(log_w.double(), means.double(), stds.double())
             w = w / w.sum(-1, keepdim=True)
             out_w.append(w)
             out_m.append(m)

@@ -50,6 +50,7 @@ __all__ = [
     "flux_features",
     "n_features",
     "fit_scaler",
+    "flux_features_torch",
 ]
 
 AB_ZEROPOINT_NJY = 31.4  # m_AB = -2.5 log10(f / nJy) + 31.4
@@ -201,3 +202,34 @@ def fit_scaler(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     std = x.std(axis=0)
     std = np.where(std > 1e-6 * np.maximum(1.0, np.abs(mean)), std, 1.0)
     return mean.astype(np.float32), std.astype(np.float32)
+
+
+def flux_features_torch(flux, flux_err, missing, ref_index: int):
+    """Torch twin of :func:`flux_features` for fluxes already in nJy (used on the training device).
+
+    Parameters
+    ----------
+    flux, flux_err : tensors (..., B) in nJy (coadds or augmented fluxes; may be negative)
+    missing : bool tensor (..., B): band without any measurement
+    ref_index : index of the reference band
+
+    Returns ``(features (..., 2B+1), ratios (..., B), ratio_err (..., B), bad_ref (...))`` with the
+    same definitions as :func:`flux_features` (detections and measured non-detections alike).
+    """
+    import torch  # pylint: disable=import-outside-toplevel
+
+    flux = torch.where(missing, torch.zeros_like(flux), flux)
+    err = torch.where(missing | ~torch.isfinite(flux_err) | (flux_err <= 0), torch.ones_like(flux_err), flux_err)
+    ref = flux[..., ref_index]
+    bad_ref = missing[..., ref_index] | ~(ref > 0) | ~torch.isfinite(ref)
+    safe_ref = torch.where(bad_ref, torch.ones_like(ref), ref).unsqueeze(-1)
+    ratios = torch.where(missing, torch.zeros_like(flux), flux / safe_ref)
+    rel_err = err / safe_ref
+    ratio_err = torch.where(missing, torch.full_like(rel_err, float("inf")), rel_err)
+    log_err = torch.log10(torch.clamp(rel_err, min=10.0**LOG_ERR_FLOOR)).clamp(max=MISSING_LOG_ERR)
+    log_err = torch.where(missing, torch.full_like(log_err, MISSING_LOG_ERR), log_err)
+    ref_mag = torch.where(bad_ref, torch.zeros_like(ref), -2.5 * torch.log10(safe_ref[..., 0]) + AB_ZEROPOINT_NJY)
+    feats = torch.cat([torch.asinh(ratios / RATIO_SOFTENING), log_err, ref_mag.unsqueeze(-1)], dim=-1)
+    feats = torch.where(bad_ref.unsqueeze(-1), torch.zeros_like(feats), feats)
+    ratios = torch.where(bad_ref.unsqueeze(-1), torch.zeros_like(ratios), ratios)
+    return feats, ratios, ratio_err, bad_ref

