@@ -169,6 +169,18 @@ def prepare_training_data(table: Mapping, opts: InformOptions, need_redshift: bo
     )
 
 
+def photometry_meta(opts: InformOptions) -> dict:
+    """The model metadata that fixes how a table's photometry is read (bands and bad-value rules)."""
+    return dict(
+        bands=list(opts.bands),
+        err_bands=list(opts.err_bands),
+        ref_band=opts.ref_band,
+        mag_limits={b: float(opts.mag_limits[b]) for b in opts.bands},
+        nondetect_val=float(opts.nondetect_val),
+        nonobserved_val=float(opts.nonobserved_val),
+    )
+
+
 def prior_mixture(z: np.ndarray, n_components: int) -> dict[str, np.ndarray]:
     """The training redshift distribution as an equal-weight Gaussian mixture (K components).
 
@@ -311,12 +323,7 @@ def train_deepz(
     meta = dict(
         architecture=arch.to_dict(),
         n_members=n_members,
-        bands=list(opts.bands),
-        err_bands=list(opts.err_bands),
-        ref_band=opts.ref_band,
-        mag_limits={b: float(opts.mag_limits[b]) for b in opts.bands},
-        nondetect_val=float(opts.nondetect_val),
-        nonobserved_val=float(opts.nonobserved_val),
+        **photometry_meta(opts),
         calibration=cal.to_dict(),
         calibration_info=cal_info,
         training=dict(

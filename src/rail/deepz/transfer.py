@@ -64,7 +64,9 @@ def _val_splits(n: int, n_members: int, val_fraction: float, seed: int) -> list[
 def _pretrain_run(table: Mapping, opts: "InformOptions", phase: str, progress: Callable[[str], None] | None,
                   data: "TrainingData | None" = None) -> DeepzModel:
     from .augmentation import Augmentation
-    from .informing import _architecture, batch_inputs, build_network, prepare_training_data, prior_mixture
+    from .informing import (
+        _architecture, batch_inputs, build_network, photometry_meta, prepare_training_data, prior_mixture,
+    )
 
     log = progress or (lambda msg: None)
     t0 = time.time()
@@ -111,12 +113,7 @@ def _pretrain_run(table: Mapping, opts: "InformOptions", phase: str, progress: C
         phase=phase,
         architecture=arch.to_dict(),
         n_members=n_members,
-        bands=list(opts.bands),
-        err_bands=list(opts.err_bands),
-        ref_band=opts.ref_band,
-        mag_limits={b: float(opts.mag_limits[b]) for b in opts.bands},
-        nondetect_val=float(opts.nondetect_val),
-        nonobserved_val=float(opts.nonobserved_val),
+        **photometry_meta(opts),
         calibration=Calibration().to_dict(),
         training=dict(
             n_train=n,
