@@ -93,7 +93,7 @@ class DeepzPredictor:
     batch_size : galaxies per network forward pass (independent of the catalogue chunk size)
     """
 
-    def __init__(self, model: dict, device: torch.device, batch_size: int = 2048) -> None:
+    def __init__(self, model: dict, device: torch.device, batch_size: int = 1024) -> None:
         validate_model(model)
         meta, arrays = model["meta"], model["arrays"]
         self.meta = meta

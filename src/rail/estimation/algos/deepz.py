@@ -333,7 +333,7 @@ class DeepzEstimator(CatEstimator):
     config_options.update(
         bands=SHARED_PARAMS,
         err_bands=SHARED_PARAMS,
-        batch_size=Param(int, 2048, msg="galaxies per network pass (independent of chunk_size)"),
+        batch_size=Param(int, 1024, msg="galaxies per network pass (independent of chunk_size; larger on a GPU)"),
         odds_window=Param(float, 0.06, msg="ODDS half-width in units of (1 + zmode)"),
         device=Param(str, "auto", msg="'auto' (CUDA when available, GPU rank % n_gpus under MPI), 'cpu', 'cuda[:N]'"),
         num_threads=Param(int, 0, msg="torch CPU threads; 0 = torch default (ceci sets OMP_NUM_THREADS)"),
