@@ -24,7 +24,11 @@ Usage::
     python benchmarks/throughput.py                         # 1e6 rows, chunk_size 100000
     python benchmarks/throughput.py --rows 100000 --chunk-sizes 10000,100000
     python benchmarks/throughput.py --model deepz_model.npz --compare gpz,knn
-    python benchmarks/throughput.py --threads 1             # as ceci's default OMP_NUM_THREADS=1
+    python benchmarks/throughput.py --rows 200000 --threads 1,2 --micro   # thread sweep + part timings
+    python benchmarks/throughput.py --threads 2 --env OMP_WAIT_POLICY=PASSIVE
+
+On a shared machine use ``--threads 1`` (ceci's default) or ``--env OMP_WAIT_POLICY=PASSIVE``:
+with OpenMP's default spinning barriers, 2 threads on 2 cores that are partly busy run 10-40x slower.
 
 Outputs ``<output>/throughput.json`` and ``<output>/throughput.md`` (default ``benchmarks/output``);
 the tiled input, model and estimator outputs go to ``<output>/throughput_work`` (``--workdir``);
@@ -449,12 +453,16 @@ def child_micro(job: dict[str, Any]) -> dict[str, Any]:
 CHILD_JOBS = dict(train=child_train, estimate=child_estimate, micro=child_micro)
 
 
+EXTRA_ENV: dict[str, str] = {}  # --env KEY=VALUE, for every child process
+
+
 def run_child(kind: str, job: dict[str, Any], workdir: str, threads: int | None, timeout: float) -> dict:
     job_file = os.path.join(workdir, f"job_{kind}_{os.getpid()}.json")
     res_file = job_file.replace(".json", "_result.json")
     with open(job_file, "w") as fh:
         json.dump(dict(job, kind=kind, result_file=res_file), fh)
     env = dict(os.environ)
+    env.update(EXTRA_ENV)
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     log_file = os.path.join(workdir, f"log_{kind}_{job.get('estimator', '')}_{job.get('chunk_size', '')}"
@@ -534,7 +542,8 @@ def markdown(report: dict[str, Any]) -> str:
     L.append(f"Machine: {env['cpu_model']}, {env['usable_cores']} usable cores, {env['mem_total_gb']} GiB RAM, "
              f"GPU: {env['gpu']}. Load average (1/5/15 min) at start {env['load_average_1_5_15']}, at end "
              f"{report.get('load_average_end')}. Code: {report['code'].get('describe')}"
-             f"{' (uncommitted changes, src sha1 ' + report['code'].get('src_sha1', '')[:10] + ')' if report['code'].get('dirty') else ''}.")
+             f"{' (uncommitted changes, src sha1 ' + report['code'].get('src_sha1', '')[:10] + ')' if report['code'].get('dirty') else ''}."
+             + (f" Extra environment: {report['extra_env']}." if report.get("extra_env") else ""))
     t = report["tiled"]
     L.append("")
     L.append(f"Input: `{t['path']}`: {t['rows']:,} rows ({t['bytes'] / 1e6:.0f} MB, DC2 validation file tiled"
@@ -587,6 +596,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", default="0",
                     help="comma list of OMP_NUM_THREADS values for the estimator processes, each run in turn "
                          "(0: leave unset = torch default, one thread per core; ceci's default is 1)")
+    ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra environment for the child processes, e.g. OMP_WAIT_POLICY=PASSIVE (repeatable)")
     ap.add_argument("--no-profile", action="store_true", help="no timers around the Deepz functions")
     ap.add_argument("--micro", action="store_true",
                     help="also micro-benchmark the parts on min(rows, 100000) rows in memory")
@@ -613,6 +624,11 @@ def main(argv: list[str] | None = None) -> int:
     output = os.path.abspath(args.output)
     workdir = os.path.abspath(args.workdir or os.path.join(output, "throughput_work"))
     os.makedirs(workdir, exist_ok=True)
+    for item in args.env:
+        if "=" not in item:
+            raise SystemExit(f"--env {item!r}: expected KEY=VALUE")
+        key, value = item.split("=", 1)
+        EXTRA_ENV[key] = value
     chunk_sizes = [int(c) for c in args.chunk_sizes.split(",") if c.strip()]
     thread_list = [int(t) for t in args.threads.split(",") if t.strip()] or [0]
     compare = [c.strip() for c in args.compare.split(",") if c.strip()]
@@ -686,6 +702,7 @@ def main(argv: list[str] | None = None) -> int:
         generated=_dt.datetime.now().isoformat(timespec="seconds"),
         command=" ".join(["throughput.py"] + (argv if argv is not None else sys.argv[1:])),
         environment=env, load_average_end=cr.load_average(), threads=thread_list, code=cr.code_state(),
+        extra_env=dict(EXTRA_ENV),
         versions={d: cr.dist_version(d) for d in cr.VERSION_DISTS},
         tiled=tiled, model=models.get("deepz", {}), models=models, runs=runs, micro=micro,
         target_gal_per_s=TARGET_GAL_PER_S,

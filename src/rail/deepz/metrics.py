@@ -23,6 +23,7 @@ __all__ = [
     "pit_values",
     "pit_statistics",
     "photoz_scores",
+    "cde_loss",
 ]
 
 

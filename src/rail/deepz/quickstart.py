@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
         ("PIT KS", scores["pit_ks"], None),
         ("PIT CvM", scores["pit_cvm"], None),
         ("PIT AD", scores["pit_ad"], None),
-        ("CDE loss", scores["cde_loss"], rail_summary.get("cdeloss_redshift")),
+        ("CDE loss (grid 0-3 | RAIL: 0-2.5)", scores["cde_loss"], rail_summary.get("cdeloss_redshift")),
     ]
     print(f"\nDeepz on {len(ztrue)} galaxies (simulate + inform {t_inform:.0f} s, estimate {t_estimate:.1f} s, "
           f"{scores['galaxies_per_second']:,.0f} galaxies/s)")
