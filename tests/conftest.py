@@ -2,6 +2,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 import tables_io
 from rail.utils.path_utils import find_rail_file
 
@@ -52,3 +53,12 @@ def in_tmp(tmp_path):
     os.chdir(tmp_path)
     yield tmp_path
     os.chdir(old)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small tensors: one torch thread is much faster on a busy machine; restored afterwards."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -12,13 +12,7 @@ from rail.deepz.simulation.exposures import coadd_exposures, pack_exposures, sim
 from conftest import BANDS, ERR_BANDS, TINY
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one torch thread is much faster on a busy machine; restored afterwards."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 KEYS = [b[4:] for b in BANDS]
 

@@ -11,13 +11,7 @@ from rail.estimation.algos.deepz import DeepzTransferInformer
 from conftest import TINY
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one torch thread is much faster on a busy machine; restored afterwards."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 FAST = dict(TINY, hdf5_groupname="", pretrain_epochs_per_step=[2, 1], pretrain_batch_size=128, num_threads=1)

@@ -181,6 +181,20 @@ def photometry_meta(opts: InformOptions) -> dict:
     )
 
 
+def training_summary(n: int, data: "TrainingData", result, t0: float, device, cfg: TrainConfig) -> dict:
+    """The model metadata that records a training run (shared by trained and pretrained models)."""
+    return dict(
+        n_train=n,
+        n_dropped_ref=data.n_dropped_ref,
+        best_epoch=result.best_epoch.tolist(),
+        best_val_loss=result.best_val_loss.tolist(),
+        train_loss=result.history["train_loss"],
+        seconds=time.time() - t0,
+        device=str(device),
+        config=dict(vars(cfg)),
+    )
+
+
 def prior_mixture(z: np.ndarray, n_components: int) -> dict[str, np.ndarray]:
     """The training redshift distribution as an equal-weight Gaussian mixture (K components).
 
@@ -327,15 +341,8 @@ def train_deepz(
         calibration=cal.to_dict(),
         calibration_info=cal_info,
         training=dict(
-            n_train=n,
-            n_dropped_ref=data.n_dropped_ref,
+            training_summary(n, data, result, t0, device, train_cfg),
             n_dropped_redshift=data.n_dropped_z,
-            best_epoch=result.best_epoch.tolist(),
-            best_val_loss=result.best_val_loss.tolist(),
-            train_loss=result.history["train_loss"],
-            seconds=time.time() - t0,
-            device=str(device),
-            config=dict(vars(train_cfg)),
             n_splits=opts.n_splits,
             n_folds=opts.n_folds,
         ),

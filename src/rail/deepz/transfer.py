@@ -66,6 +66,7 @@ def _pretrain_run(table: Mapping, opts: "InformOptions", phase: str, progress: C
     from .augmentation import Augmentation
     from .informing import (
         _architecture, batch_inputs, build_network, photometry_meta, prepare_training_data, prior_mixture,
+        training_summary,
     )
 
     log = progress or (lambda msg: None)
@@ -116,14 +117,7 @@ def _pretrain_run(table: Mapping, opts: "InformOptions", phase: str, progress: C
         **photometry_meta(opts),
         calibration=Calibration().to_dict(),
         training=dict(
-            n_train=n,
-            n_dropped_ref=data.n_dropped_ref,
-            best_epoch=result.best_epoch.tolist(),
-            best_val_loss=result.best_val_loss.tolist(),
-            train_loss=result.history["train_loss"],
-            seconds=time.time() - t0,
-            device=str(device),
-            config=dict(vars(cfg)),
+            training_summary(n, data, result, t0, device, cfg),
             exposures=data.exposures,
             augmentation=dict(vars(aug)) if inputs is not None else {},
         ),
