@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 
 from rail.deepz import DeepzEstimator, DeepzInformer
 from rail.deepz.model_io import load_model, save_model
