@@ -6,17 +6,41 @@ module: :class:`DeepzEvaluator` (a :class:`rail.evaluation.single_evaluator.Sing
 imports :mod:`rail.deepz.metrics` so that ``point_stats_sigma68`` and ``point_outlier_frac_015``
 can be named in ``metrics`` next to RAIL's own (``pit``, ``cdeloss``, ``point_stats_iqr``,
 ``point_outlier_rate``, ...).
+
+Unlike RAIL's evaluators, unknown option names and unknown metric names are errors (with the
+closest valid names), raised before any work starts.
 """
+
+from __future__ import annotations
 
 from rail.evaluation.single_evaluator import SingleEvaluator
 
 from rail.deepz import metrics as _metrics  # noqa: F401  (registers the metric classes)
+from rail.deepz.options import CheckedOptions, OptionError, closest
 
 __all__ = ["DeepzEvaluator"]
 
 
-class DeepzEvaluator(SingleEvaluator):
+class DeepzEvaluator(CheckedOptions, SingleEvaluator):
     """SingleEvaluator with pz-rail-deepz's metrics (``point_stats_sigma68``, ``point_outlier_frac_015``) registered."""
 
     name = "DeepzEvaluator"
     interactive_function = "deepz_evaluator"
+
+    @classmethod
+    def accepted_keys(cls) -> set[str]:
+        # read by RAIL's Evaluator._build_config_dict although not a declared option
+        return super().accepted_keys() | {"metric_integration_limits"}
+
+    def _check_option_values(self) -> None:
+        known = sorted(self._metric_dict)
+        for option in ("metrics", "exclude_metrics"):
+            for metric in self.config[option]:
+                if metric != "all" and metric not in self._metric_dict:
+                    near = closest(str(metric), known)
+                    hint = f" (did you mean {' or '.join(repr(m) for m in near)}?)" if near else ""
+                    raise OptionError(f"option {option!r}: unknown metric {metric!r}{hint}; available metrics: {known}")
+
+    def run(self) -> None:
+        self.check_options()
+        super().run()

@@ -9,6 +9,7 @@ from rail.core.data import Hdf5Handle, ModelHandle
 from rail.core.common_params import SHARED_PARAMS
 from rail.creation.engine import Creator
 
+from rail.deepz.options import CheckedOptions
 from rail.deepz.simulation.catalogue import OPTIONS, simulate_catalogue, validate_options
 
 __all__ = ["DeepzSimCreator"]
@@ -23,7 +24,7 @@ def _param(name: str) -> Any:
     return Param(type(default), default, msg=msg)
 
 
-class DeepzSimCreator(Creator):
+class DeepzSimCreator(CheckedOptions, Creator):
     """Simulated galaxy photometry for pretraining Deepz.
 
     Galaxy parameters are drawn independently and uniformly (paper Table 1; ``*_range`` options),
@@ -64,6 +65,9 @@ class DeepzSimCreator(Creator):
     def _options(self) -> dict:
         return {name: self.config[name] for name in OPTIONS}
 
+    def _check_option_values(self) -> None:
+        self._resolved = validate_options(self._options())
+
     def sample(self, n_samples: int | None = None, seed: int | None = None, **kwargs: Any) -> Hdf5Handle:
         """Simulate a catalogue of galaxies.
 
@@ -92,8 +96,8 @@ class DeepzSimCreator(Creator):
 
     def run(self) -> None:
         """Validate the options, simulate, and add the table as the ``output``."""
+        self.check_options()
         opts = self._options()
-        self._resolved = validate_options(opts)
         n_samples, seed = self.config.n_samples, self.config.seed
         if not isinstance(n_samples, int) or isinstance(n_samples, bool) or n_samples < 1:
             raise ValueError(f"Option 'n_samples' = {n_samples!r} is invalid: expected a positive integer")

@@ -25,6 +25,7 @@ from rail.deepz.estimating import ANCIL_KEYS, DeepzPredictor
 from rail.deepz.augmentation import COADD_MODES, Augmentation
 from rail.deepz.informing import USE_EXPOSURES, InformOptions, TransferOptions, train_deepz
 from rail.deepz.model_io import DeepzModelHandle, load_model, validate_model
+from rail.deepz.options import CheckedOptions, check_band_lists, check_choice
 from rail.deepz.training import NETWORK_PARTS, TrainConfig
 from rail.deepz import transfer
 
@@ -53,7 +54,7 @@ def _check_positive(config: Any, names: list[str], minimum: float = 1) -> None:
             raise ValueError(f"option '{name}' must be >= {minimum}, got {value}")
 
 
-class DeepzInformer(CatInformer):
+class DeepzInformer(CheckedOptions, CatInformer):
     """Train a Deepz ensemble (mixture density networks + autoencoder) on a spectroscopic table.
 
     The ensemble has ``n_splits`` x ``n_folds`` members: for each of ``n_splits`` random splits of
@@ -151,8 +152,12 @@ class DeepzInformer(CatInformer):
         finally:
             self._sims_data, self._pretrained_data = None, None
 
+    def _check_option_values(self) -> None:
+        self._options()
+
     def _options(self) -> InformOptions:
         c = self.config
+        check_band_lists(c.bands, c.err_bands, c.ref_band, c.mag_limits)
         _check_positive(c, ["n_splits", "n_folds", "n_gaussians", "batch_size"])
         _check_positive(c, ["latent_dim"], minimum=0)
         if not 0.0 <= c.dropout < 1.0:
@@ -173,12 +178,9 @@ class DeepzInformer(CatInformer):
             if any(int(w) < 1 for w in c[key]):
                 raise ValueError(f"option '{key}' must list positive layer widths, got {c[key]}")
         resolve_device(c.device)
-        if c.phase not in PHASE_CHOICES:
-            raise ValueError(f"option 'phase' must be one of {PHASE_CHOICES}, got {c.phase!r}")
-        if c.use_exposures not in USE_EXPOSURES:
-            raise ValueError(f"option 'use_exposures' must be one of {USE_EXPOSURES}, got {c.use_exposures!r}")
-        if c.coadd_mode not in COADD_MODES:
-            raise ValueError(f"option 'coadd_mode' must be one of {COADD_MODES}, got {c.coadd_mode!r}")
+        check_choice("phase", c.phase, PHASE_CHOICES)
+        check_choice("use_exposures", c.use_exposures, USE_EXPOSURES)
+        check_choice("coadd_mode", c.coadd_mode, COADD_MODES)
         for key in ("pretrain_parts", "freeze"):
             bad = [p for p in c[key] if p not in NETWORK_PARTS]
             if bad:
@@ -316,7 +318,7 @@ class DeepzTransferInformer(DeepzInformer):
         return super().inform(training_data, pretrained=pretrained, **kwargs)
 
 
-class DeepzEstimator(CatEstimator):
+class DeepzEstimator(CheckedOptions, CatEstimator):
     """Photo-z PDFs from a trained Deepz ensemble, as qp Gaussian mixtures.
 
     Every galaxy's PDF is the pooled mixture of all ensemble members (K = members x n_gaussians
@@ -343,6 +345,13 @@ class DeepzEstimator(CatEstimator):
     def __init__(self, args: Any, **kwargs: Any) -> None:
         super().__init__(args, **kwargs)
         self.predictor: DeepzPredictor | None = None
+
+    def _check_option_values(self) -> None:
+        check_band_lists(self.config.bands, self.config.err_bands)
+        _check_positive(self.config, ["batch_size", "chunk_size"])
+        if not self.config.odds_window > 0:
+            raise ValueError(f"option 'odds_window' must be > 0, got {self.config.odds_window}")
+        resolve_device(self.config.device, self.rank)
 
     def open_model(self, **kwargs: Any) -> Any:
         CatEstimator.open_model(self, **kwargs)
