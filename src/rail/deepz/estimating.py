@@ -197,7 +197,7 @@ class DeepzPredictor:
         phot = self.photometry(table, err_bands)
         x, _, _, bad_ref = feat.flux_features(phot, self.ref_index)
         w, m, s = self.mixtures(x)
-        flags = compute_flags(phot.status, bad_ref)
+        flags = compute_flags(phot.status, bad_ref, phot.invalid, phot.bad_err)
         if bad_ref.any():
             rows = torch.as_tensor(np.flatnonzero(bad_ref), device=w.device)
             for t, key in ((w, "weights"), (m, "means"), (s, "stds")):

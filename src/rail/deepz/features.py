@@ -16,8 +16,14 @@ NaN, -inf, ``nonobserved_val`` (-99)   missing: flux = 0, flagged missing; the b
                                        information (zero feature, missing indicator set)
 =====================================  ==========================================================
 
-An error that is NaN, infinite, negative or zero for a detection is replaced by the error a
-galaxy at the band's limit would have (the flux of ``mag_limits``), never propagated.
+Invalid values become missing (and set ``invalid``): magnitudes above ``MAX_MAGNITUDE`` (e.g. 1e30)
+or below ``MIN_MAGNITUDE`` (other than ``nonobserved_val``), and entries of text/object columns
+that are not numbers. An error that is NaN, infinite, negative or zero for a detection is replaced
+by the error a galaxy at the band's limit would have (the flux of ``mag_limits``) and sets
+``bad_err``; it is never propagated. Sentinel values are matched to float32 precision, so float32
+and integer columns follow the same rules. A text column with no number at all, a boolean,
+complex or date column, a column that appears twice, or a missing column is an error (the table
+is misconfigured), raised before any row is processed.
 
 The reference band must be detected with a positive flux: rows where it is not cannot be
 normalised and are returned in ``bad_ref`` (the Informer drops them, the Estimator gives them the
@@ -55,6 +61,8 @@ __all__ = [
 
 AB_ZEROPOINT_NJY = 31.4  # m_AB = -2.5 log10(f / nJy) + 31.4
 NONDETECT_THRESHOLD = 90.0  # magnitudes at or above this are non-detections
+MAX_MAGNITUDE = 1000.0  # above: not a magnitude (e.g. 1e30 fill values), treated as missing
+MIN_MAGNITUDE = -10.0  # below (other than nonobserved_val): not a galaxy magnitude, treated as missing
 RATIO_SOFTENING = 0.05  # asinh softening of flux ratios (~ S/N 20 on a ratio of 1)
 MISSING_LOG_ERR = 3.0  # log10 relative error given to missing bands (1000 x the reference flux)
 LOG_ERR_FLOOR = -4.0  # log10 relative error floor
@@ -69,25 +77,68 @@ class Photometry:
     ----------
     flux, flux_err : (N, B) float64 arrays in nJy (0 and the limit error for non-detections)
     status : (N, B) int8 array: 0 detected, 1 non-detection, 2 missing
+    invalid : (N, B) bool or None: value not a usable number (absurd or text), made missing
+    bad_err : (N, B) bool or None: detection whose error was unusable, replaced by the limit error
     """
 
     flux: np.ndarray
     flux_err: np.ndarray
     status: np.ndarray
+    invalid: np.ndarray | None = None
+    bad_err: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.flux.shape[0]
 
 
-def _as_float_column(data: Mapping, col: str) -> np.ndarray:
+def _missing_column_error(data: Mapping, col: str) -> KeyError:
+    import difflib
+
+    names = sorted(map(str, data.keys()))
+    near = difflib.get_close_matches(col, names, n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(repr(n) for n in near)}? " if near else ""
+    return KeyError(f"column '{col}' not found in the input table; {hint}available columns: {', '.join(names)}")
+
+
+def _text_to_float(values: np.ndarray, col: str) -> np.ndarray:
+    """Element-wise float conversion of a text/object column: non-numbers become NaN."""
+    out = np.full(values.shape, np.nan)
+    converted = 0
+    for i, v in enumerate(values.ravel()):
+        try:
+            out.flat[i] = float(v.decode() if isinstance(v, bytes) else v)
+            converted += 1
+        except (TypeError, ValueError):
+            pass
+    if values.size and converted == 0:
+        raise TypeError(f"column '{col}' must be numeric, got dtype {values.dtype} with no number in it")
+    return out
+
+
+def _as_float_column(data: Mapping, col: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """A column as float64 (N,), and a mask of entries that were not numbers (or None)."""
     try:
-        values = np.asarray(data[col])
+        raw = data[col]
     except KeyError as exc:
-        available = ", ".join(sorted(map(str, data.keys())))
-        raise KeyError(f"column '{col}' not found in the input table; available columns: {available}") from exc
-    if values.dtype.kind not in "fiub":
-        raise TypeError(f"column '{col}' must be numeric, got dtype {values.dtype}")
-    return values.astype(np.float64).ravel()
+        raise _missing_column_error(data, col) from exc
+    values = np.asarray(raw)
+    if values.ndim == 2 and values.shape[1] == 1:
+        values = values[:, 0]
+    if values.ndim > 1:
+        raise ValueError(f"column '{col}' appears {values.shape[1]} times in the input table (duplicated name)")
+    kind = values.dtype.kind
+    if kind in "fiu":
+        return values.astype(np.float64).ravel(), None
+    if kind in "USO":
+        out = _text_to_float(values, col)
+        bad = np.isnan(out)
+        return out.ravel(), bad.ravel() if bad.any() else None
+    raise TypeError(f"column '{col}' must be numeric, got dtype {values.dtype}")
+
+
+def _is_value(x: np.ndarray, value: float) -> np.ndarray:
+    """x == value to float32 precision (float32 and float64 columns match the same sentinel)."""
+    return np.abs(x - value) <= 1e-6 * max(1.0, abs(value))
 
 
 def magnitudes_to_fluxes(
@@ -106,10 +157,12 @@ def magnitudes_to_fluxes(
     limit_flux = 10.0 ** (-0.4 * (np.asarray(limits, dtype=np.float64) - AB_ZEROPOINT_NJY))
     limit_flux = np.broadcast_to(limit_flux, mags.shape)
 
-    missing = ~np.isfinite(mags) & ~(mags == np.inf)  # NaN and -inf
-    missing |= mags == nonobserved_val
-    nondetect = (mags == nondetect_val) | (mags == np.inf) | (mags >= NONDETECT_THRESHOLD)
-    nondetect &= ~missing
+    with np.errstate(invalid="ignore"):
+        unobserved = _is_value(mags, nonobserved_val)
+        nondetect = _is_value(mags, nondetect_val) | (mags == np.inf)
+        nondetect |= (mags >= NONDETECT_THRESHOLD) & (mags <= MAX_MAGNITUDE)
+        invalid = np.isfinite(mags) & ((mags > MAX_MAGNITUDE) | (mags < MIN_MAGNITUDE)) & ~nondetect & ~unobserved
+    missing = (np.isnan(mags) | (mags == -np.inf) | unobserved | invalid) & ~nondetect
     detected = ~(missing | nondetect)
 
     status = np.full(mags.shape, STATUS_OK, dtype=np.int8)
@@ -117,12 +170,11 @@ def magnitudes_to_fluxes(
     status[missing] = STATUS_MISSING
 
     with np.errstate(over="ignore", invalid="ignore"):
-        flux = np.where(detected, 10.0 ** (-0.4 * (mags - AB_ZEROPOINT_NJY)), 0.0)
+        flux = np.where(detected, 10.0 ** (-0.4 * (np.where(detected, mags, 0.0) - AB_ZEROPOINT_NJY)), 0.0)
         err = np.where(detected, flux * (np.log(10.0) / 2.5) * errs, limit_flux)
-    bad_err = detected & (~np.isfinite(err) | (err <= 0))
-    err = np.where(bad_err, limit_flux, err)
-    err = np.where(missing, limit_flux, err)
-    return Photometry(flux=flux, flux_err=err, status=status)
+        bad_err = detected & (~np.isfinite(err) | ~(err > 0))
+    err = np.where(bad_err | missing, limit_flux, err)
+    return Photometry(flux=flux, flux_err=err, status=status, invalid=invalid, bad_err=bad_err)
 
 
 def read_photometry(
@@ -138,22 +190,33 @@ def read_photometry(
     Raises ``KeyError`` naming a missing column, ``ValueError`` for an empty table, mismatched
     band lists, a band without a ``mag_limits`` entry, or a band with no usable value at all.
     """
-    if len(bands) == 0:
-        raise ValueError("option 'bands' is empty: give the magnitude column names")
-    if len(bands) != len(err_bands):
-        raise ValueError(
-            f"options 'bands' ({len(bands)} columns) and 'err_bands' ({len(err_bands)} columns) "
-            "must have the same length"
-        )
-    mags = np.stack([_as_float_column(data, b) for b in bands], axis=1)
-    errs = np.stack([_as_float_column(data, e) for e in err_bands], axis=1)
+    from .options import check_band_lists  # pylint: disable=import-outside-toplevel
+
+    check_band_lists(bands, err_bands)
+    columns = getattr(data, "columns", None)  # a DataFrame may hold a column name twice
+    if columns is not None:
+        names = [str(c) for c in columns]
+        dup = sorted({c for c in list(bands) + list(err_bands) if names.count(c) > 1})
+        if dup:
+            raise ValueError(f"column(s) {dup} appear more than once in the input table (duplicated names)")
+    mag_cols = [_as_float_column(data, b) for b in bands]
+    err_cols = [_as_float_column(data, e) for e in err_bands]
+    lengths = {len(c) for c, _ in mag_cols + err_cols}
+    if len(lengths) > 1:
+        raise ValueError(f"the band columns have different lengths {sorted(lengths)}")
     missing_limits = [b for b in bands if b not in mag_limits]
     if missing_limits:
         raise ValueError(f"option 'mag_limits' has no entry for band(s) {missing_limits}")
+    mags = np.stack([c for c, _ in mag_cols], axis=1)
+    errs = np.stack([c for c, _ in err_cols], axis=1)
     if mags.shape[0] == 0:
         raise ValueError("the input table is empty (0 rows)")
     limits = np.array([float(mag_limits[b]) for b in bands])
     phot = magnitudes_to_fluxes(mags, errs, limits, nondetect_val, nonobserved_val)
+    text_bad = [bad for _, bad in mag_cols]
+    if any(b is not None for b in text_bad):  # text that is not a number: missing and invalid
+        assert phot.invalid is not None
+        phot.invalid |= np.stack([np.zeros(len(mags), bool) if b is None else b for b in text_bad], axis=1)
     return phot
 
 
