@@ -250,10 +250,12 @@ def flux_features(phot: Photometry, ref_index: int) -> tuple[np.ndarray, np.ndar
     feats = np.concatenate([np.arcsinh(ratios / RATIO_SOFTENING), log_err, ref_mag[:, None]], axis=1)
     feats[bad_ref] = 0.0
     ratios[bad_ref] = 0.0
+    with np.errstate(over="ignore"):  # a huge relative error becomes inf: no information, like a missing band
+        ratio_err32 = ratio_err.astype(np.float32)
     return (
         feats.astype(np.float32),
         ratios.astype(np.float32),
-        ratio_err.astype(np.float32),
+        ratio_err32,
         bad_ref,
     )
 
