@@ -254,7 +254,7 @@ def flux_features(phot: Photometry, ref_index: int) -> tuple[np.ndarray, np.ndar
         ratio_err32 = ratio_err.astype(np.float32)
     return (
         feats.astype(np.float32),
-        ratios.astype(np.float32),
+        np.clip(ratios, -1e30, 1e30).astype(np.float32),  # finite autoencoder targets
         ratio_err32,
         bad_ref,
     )
