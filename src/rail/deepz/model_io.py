@@ -11,9 +11,12 @@ A model is a dict of plain data (see :func:`validate_model`)::
 
 On disk it is a zip archive written by ``numpy.savez`` (one ``.npy`` entry per array, plus the
 entry ``__meta__`` holding the UTF-8 JSON of everything else, including a SHA-256 checksum of all
-arrays). Loading uses ``numpy.load(allow_pickle=False)``: no code is ever executed. The file is
-written to a temporary name in the same folder and renamed, so a crash never leaves a partial
-model under the final name.
+arrays, ``sha256``, and one of the metadata, ``meta_sha256``). Arrays of Python objects are refused
+when saving (they would be pickled); loading uses ``numpy.load(allow_pickle=False)``, so no code is
+ever executed. The file is written to a temporary name in the same folder, flushed to disk and
+renamed, so a crash never leaves a partial model under the final name (an older model there stays
+intact). A truncated, tampered, foreign or newer-format file raises :class:`ModelFormatError`
+saying which.
 """
 
 from __future__ import annotations
@@ -88,6 +91,11 @@ def _checksum(arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
+def _meta_checksum(meta: Any) -> str:
+    """SHA-256 of the metadata's canonical JSON (sorted keys)."""
+    return hashlib.sha256(json.dumps(meta, sort_keys=True).encode("utf-8")).hexdigest()
+
+
 def validate_model(model: Any, source: str = "model") -> dict:
     """Check that ``model`` is a Deepz model dict of the supported format; return it."""
     if not isinstance(model, dict) or model.get("format") != FORMAT:
@@ -112,14 +120,21 @@ def save_model(model: dict, path: str) -> None:
     """Write a model dict to ``path`` atomically (temporary file in the same folder, then rename)."""
     validate_model(model)
     arrays = {k: np.asarray(v) for k, v in model["arrays"].items()}
-    header = dict(format=FORMAT, format_version=FORMAT_VERSION, meta=model["meta"], sha256=_checksum(arrays))
+    objects = [k for k, a in arrays.items() if a.dtype.hasobject]
+    if objects:
+        raise ModelFormatError(f"model arrays {objects} hold Python objects: only numeric arrays can be saved")
+    try:
+        header = dict(format=FORMAT, format_version=FORMAT_VERSION, meta=model["meta"], sha256=_checksum(arrays),
+                      meta_sha256=_meta_checksum(model["meta"]))
+    except TypeError as exc:
+        raise ModelFormatError(f"model metadata is not plain JSON data: {exc}") from exc
     meta_bytes = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".deepz_model_", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **{_META_KEY: meta_bytes}, **arrays)
+            np.savez(f, allow_pickle=False, **{_META_KEY: meta_bytes}, **arrays)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -134,6 +149,10 @@ def load_model(path: str) -> dict:
     if not os.path.exists(path):
         raise FileNotFoundError(f"model file '{path}' does not exist")
     if not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            start = f.read(4)
+        if start == b"PK\x03\x04":
+            raise ModelFormatError(f"'{path}' is damaged or truncated (an incomplete zip archive)")
         raise ModelFormatError(
             f"'{path}' is not a pz-rail-deepz model file (not a numpy .npz archive; "
             "pickled models of other RAIL estimators cannot be read by DeepzEstimator)"
@@ -144,15 +163,22 @@ def load_model(path: str) -> dict:
                 raise ModelFormatError(f"'{path}' is a numpy archive but not a pz-rail-deepz model file")
             header = json.loads(bytes(npz[_META_KEY]).decode("utf-8"))
             arrays = {k: npz[k] for k in npz.files if k != _META_KEY}
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, json.JSONDecodeError) as exc:
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, json.JSONDecodeError) as exc:
         if isinstance(exc, ModelFormatError):
             raise
+        if "allow_pickle" in str(exc):
+            raise ModelFormatError(f"'{path}' holds pickled Python objects: refused (a model file holds only "
+                                   "numeric arrays; it was not written by pz-rail-deepz or was tampered with)") from exc
         raise ModelFormatError(f"'{path}' is damaged or truncated: {exc}") from exc
+    if not isinstance(header, dict):
+        raise ModelFormatError(f"'{path}' is a numpy archive but not a pz-rail-deepz model file")
     model = DeepzModel(format=header.get("format"), format_version=header.get("format_version"),
                        arrays=arrays, meta=header.get("meta", {}))
     validate_model(model, source=f"'{path}'")
     if header.get("sha256") != _checksum(arrays):
         raise ModelFormatError(f"'{path}' failed its checksum: the file was modified or corrupted")
+    if "meta_sha256" in header and header["meta_sha256"] != _meta_checksum(model["meta"]):
+        raise ModelFormatError(f"'{path}' failed its metadata checksum: the metadata was modified")
     return model
 
 
