@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
 import torch
@@ -16,6 +16,9 @@ from .devices import resolve_device
 from .model_io import FORMAT, FORMAT_VERSION, DeepzModel, package_versions
 from .networks import Architecture, DeepzEnsemble, default_layers
 from .training import AuxiliaryData, TrainConfig, ensemble_splits, predict, train_ensemble
+
+if TYPE_CHECKING:
+    from .checkpoint import CheckpointStore
 
 __all__ = [
     "InformOptions",
@@ -252,13 +255,15 @@ def train_deepz(
     progress: Callable[[str], None] | None = None,
     sims: Mapping | None = None,
     pretrained: Mapping | None = None,
+    checkpoints: "CheckpointStore | None" = None,
 ) -> dict:
     """Train a calibrated Deepz ensemble on a spectroscopic table; returns the model dict.
 
     Without ``sims`` and ``pretrained`` the ensemble trains from scratch. With ``sims`` (a table in
     the same columns, with true ``redshift_col``) a pretraining on them runs first
     (:func:`rail.deepz.transfer.pretrain`); with ``pretrained`` (a model dict from a pretraining or
-    an autoencoder-only run) that pretraining is reused. Every member then fine-tunes from the
+    an autoencoder-only run) that pretraining is reused. ``checkpoints``: per-epoch checkpoints of each
+    phase (``pretrained``, ``train``) to resume an interrupted run from. Every member then fine-tunes from the
     pretrained weights on the spectroscopic table, redshift loss only (plus ``ae_weight``).
     """
     from . import transfer  # pylint: disable=import-outside-toplevel
@@ -279,7 +284,7 @@ def train_deepz(
     if sims is not None:
         sim_data = prepare_training_data(sims, opts)
         if pretrained is None:
-            pretrained = transfer.pretrain(sims, opts, progress=log, data=sim_data)
+            pretrained = transfer.pretrain(sims, opts, progress=log, data=sim_data, checkpoints=checkpoints)
     elif opts.transfer.finetune_sim_fraction > 0:
         raise ValueError("option 'finetune_sim_fraction' > 0 needs the simulation table (input 'sims')")
 
@@ -320,6 +325,7 @@ def train_deepz(
         train_cfg,
         progress=log,
         inputs=inputs,
+        checkpoint=None if checkpoints is None else checkpoints.phase("train"),
         **extra,
     )
 

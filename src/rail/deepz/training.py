@@ -12,12 +12,15 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 import numpy as np
 import torch
 
 from .networks import DeepzEnsemble
+
+if TYPE_CHECKING:
+    from .checkpoint import EpochCheckpoint
 
 __all__ = [
     "TrainConfig",
@@ -165,6 +168,7 @@ def train_ensemble(
     anchor: dict[str, torch.Tensor] | None = None,
     anchor_weight: float = 0.0,
     aux: AuxiliaryData | None = None,
+    checkpoint: "EpochCheckpoint | None" = None,
 ) -> TrainResult:
     """Train every member on its split; keep each member's best-validation-epoch weights.
 
@@ -177,6 +181,9 @@ def train_ensemble(
     ``anchor`` (parameter name -> tensor) adds ``anchor_weight * sum((w - anchor)^2)`` (L2-SP
     regularisation toward pretrained weights); ``aux`` mixes extra labelled rows into every batch.
     Validation always uses un-augmented inputs of the spec-z rows only.
+    ``checkpoint`` (a :class:`rail.deepz.checkpoint.EpochCheckpoint`): save the whole training state
+    after every epoch and, when it holds a checkpoint of this same training, resume from it (the
+    result is bit-for-bit that of an uninterrupted run).
     """
     m = model.n_members
     if len(splits) != m:
@@ -244,8 +251,18 @@ def train_ensemble(
     best_epoch = np.zeros(m, dtype=int)
     best_state = copy.deepcopy(model.state_dict())
     history: dict[str, list] = dict(train_loss=[], val_loss=[], lr=[])
+    start, resume = 0, None
+    if checkpoint is not None:
+        from .checkpoint import EpochResumer  # pylint: disable=import-outside-toplevel
+
+        resume = EpochResumer(checkpoint, model, opt, best_state, [rng], inputs, aux, progress=progress,
+                              fingerprint_parts=[config, splits, None, features, redshift, ratios, ratio_err,
+                                                 redshift_weight, list(frozen), anchor, anchor_weight])
+        saved = resume.restore()
+        if saved is not None:
+            start, best_loss, best_epoch, history = saved
     t0 = time.time()
-    for epoch in range(config.n_epochs):
+    for epoch in range(start, config.n_epochs):
         lr = config.lr_at(epoch)
         for group in opt.param_groups:
             group["lr"] = lr
@@ -292,6 +309,8 @@ def train_ensemble(
         history["train_loss"].append(float(total) / steps / m)
         history["val_loss"].append(val.tolist())
         history["lr"].append(lr)
+        if resume is not None:
+            resume.save(epoch + 1, best_loss, best_epoch, history)
         if progress is not None and (epoch % 5 == 4 or epoch == config.n_epochs - 1):
             progress(
                 f"epoch {epoch + 1}/{config.n_epochs} lr {lr:.0e} train loss {history['train_loss'][-1]:.4f} "

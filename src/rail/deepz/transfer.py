@@ -32,6 +32,7 @@ from .model_io import FORMAT, FORMAT_VERSION, DeepzModel, package_versions
 from .training import NETWORK_PARTS, AuxiliaryData, TrainConfig, ensemble_splits, train_ensemble
 
 if TYPE_CHECKING:
+    from .checkpoint import CheckpointStore
     from .informing import InformOptions, TrainingData
 
 __all__ = [
@@ -62,7 +63,7 @@ def _val_splits(n: int, n_members: int, val_fraction: float, seed: int) -> list[
 
 
 def _pretrain_run(table: Mapping, opts: "InformOptions", phase: str, progress: Callable[[str], None] | None,
-                  data: "TrainingData | None" = None) -> DeepzModel:
+                  data: "TrainingData | None" = None, checkpoints: "CheckpointStore | None" = None) -> DeepzModel:
     from .augmentation import Augmentation
     from .informing import (
         _architecture, batch_inputs, build_network, photometry_meta, prepare_training_data, prior_mixture,
@@ -104,7 +105,8 @@ def _pretrain_run(table: Mapping, opts: "InformOptions", phase: str, progress: C
     x = torch.as_tensor((data.features - mean) / std, device=device)
     z = None if data.redshift is None else torch.as_tensor(data.redshift, device=device)
     result = train_ensemble(model, x, z, torch.as_tensor(data.ratios, device=device),
-                            torch.as_tensor(data.ratio_err, device=device), splits, cfg, progress=log, inputs=inputs)
+                            torch.as_tensor(data.ratio_err, device=device), splits, cfg, progress=log, inputs=inputs,
+                            checkpoint=None if checkpoints is None else checkpoints.phase(phase))
     arrays = {f"net/{k}": v.detach().cpu().numpy() for k, v in model.state_dict().items()}
     arrays["feature_mean"], arrays["feature_std"] = mean, std
     if need_z:
@@ -130,18 +132,19 @@ def _pretrain_run(table: Mapping, opts: "InformOptions", phase: str, progress: C
 
 
 def pretrain(sims: Mapping, opts: "InformOptions", progress: Callable[[str], None] | None = None,
-             data: "TrainingData | None" = None) -> DeepzModel:
+             data: "TrainingData | None" = None, checkpoints: "CheckpointStore | None" = None) -> DeepzModel:
     """Pretrain on a simulation table (true redshifts in ``redshift_col``): NLL + AE loss.
 
     Returns a model dict with ``meta["phase"] == "pretrained"``; its own scaler and architecture.
+    ``checkpoints``: per-epoch checkpoints (phase file ``pretrained.ckpt``) to resume from.
     """
-    return _pretrain_run(sims, opts, "pretrained", progress, data)
+    return _pretrain_run(sims, opts, "pretrained", progress, data, checkpoints)
 
 
-def train_autoencoder(table: Mapping, opts: "InformOptions",
-                      progress: Callable[[str], None] | None = None) -> DeepzModel:
+def train_autoencoder(table: Mapping, opts: "InformOptions", progress: Callable[[str], None] | None = None,
+                      checkpoints: "CheckpointStore | None" = None) -> DeepzModel:
     """Train the encoder and decoder alone on unlabelled photometry (no redshift column needed)."""
-    return _pretrain_run(table, opts, "autoencoder", progress)
+    return _pretrain_run(table, opts, "autoencoder", progress, checkpoints=checkpoints)
 
 
 def check_compatible(pretrained: Mapping, opts: "InformOptions") -> None:

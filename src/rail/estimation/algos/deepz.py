@@ -7,6 +7,7 @@ flux ratios and the latent features of an autoencoder. The stages are thin wrapp
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ from rail.estimation.estimator import CatEstimator
 from rail.estimation.informer import CatInformer
 
 from rail.deepz import mixture
+from rail.deepz.checkpoint import CheckpointStore
 from rail.deepz.devices import resolve_device, set_num_threads
 from rail.deepz.estimating import ANCIL_KEYS, DeepzPredictor
 from rail.deepz.augmentation import COADD_MODES, Augmentation
@@ -120,6 +122,9 @@ class DeepzInformer(CheckedOptions, CatInformer):
         outlier_fraction=Param(float, 0.0, msg="fraction of training galaxies per batch given a photometric outlier"),
         outlier_amplitude=Param(list, [0.2, 1.0], msg="outlier amplitude range [lo, hi]: extra flux as a fraction "
                                 "of the band flux (or of its error when larger), random sign"),
+        checkpoint_dir=Param(str, "auto", msg="folder of per-epoch training checkpoints; a re-run resumes from them. "
+                             "'auto': '<model file>_checkpoints' next to the model file (off when nothing is "
+                             "written, output_mode='return'); '' or 'none': off. Removed once the model is saved"),
     )
     inputs = [("input", TableHandle)]
     outputs = [("model", DeepzModelHandle)]
@@ -269,20 +274,43 @@ class DeepzInformer(CheckedOptions, CatInformer):
             return load_model(self.config.pretrained_model)
         return None
 
+    def checkpoint_folder(self) -> str | None:
+        """Where training checkpoints go (option ``checkpoint_dir``), or None when they are off."""
+        folder = self.config.checkpoint_dir
+        if folder.lower() in ("", "none"):
+            return None
+        if folder != "auto":
+            return folder
+        if self.config.output_mode != "default":
+            return None
+        model_path = self.get_output("model", final_name=True)
+        return os.path.splitext(os.path.abspath(model_path))[0] + "_checkpoints"
+
     def run(self) -> None:
         opts = self._options()
         data = _select_group(self.get_data("input"), self.config.hdf5_groupname, self.name)
         set_num_threads(self.config.num_threads)
         log = lambda msg: self.log.info(msg)  # noqa: E731
         sims = self._sims()
+        folder = self.checkpoint_folder()
+        self._checkpoints = None if folder is None else CheckpointStore(folder, log)
+        ckpt = dict(checkpoints=self._checkpoints)
         if self.config.phase == "autoencoder":
-            model = transfer.train_autoencoder(data, opts, progress=log)
+            model = transfer.train_autoencoder(data, opts, progress=log, **ckpt)
         elif self.config.phase == "pretrain":
-            model = transfer.pretrain(data if sims is None else sims, opts, progress=log)
+            model = transfer.pretrain(data if sims is None else sims, opts, progress=log, **ckpt)
         else:
-            model = train_deepz(data, opts, progress=log, sims=sims, pretrained=self._pretrained())
+            model = train_deepz(data, opts, progress=log, sims=sims, pretrained=self._pretrained(), **ckpt)
         self.model = model
         self.add_data("model", model)
+
+    def finalize(self) -> None:
+        """Write the model, then remove the training checkpoints (they are needed until it is saved)."""
+        super().finalize()
+        store = getattr(self, "_checkpoints", None)
+        if store is not None:
+            store.clear()
+            self._checkpoints = None
 
 
 class DeepzTransferInformer(DeepzInformer):
