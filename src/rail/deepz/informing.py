@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -14,7 +14,7 @@ from .augmentation import Augmentation, BatchInputs, FluxTable, has_exposures, r
 from .calibration import Calibration, fit_calibration
 from .devices import resolve_device
 from .model_io import FORMAT, FORMAT_VERSION, DeepzModel, package_versions
-from .networks import Architecture, DeepzEnsemble, default_layers
+from .networks import Architecture, DeepzEnsemble, default_layers, init_members
 from .training import AuxiliaryData, TrainConfig, ensemble_splits, predict, train_ensemble
 
 if TYPE_CHECKING:
@@ -214,10 +214,17 @@ def prior_mixture(z: np.ndarray, n_components: int) -> dict[str, np.ndarray]:
     )
 
 
-def build_network(arch: Architecture, n_members: int, seed: int) -> DeepzEnsemble:
-    """A freshly initialised ensemble; the same seed gives the same initial weights."""
+def build_network(arch: Architecture, n_members: int, seed: int,
+                  members: Sequence[int] | None = None) -> DeepzEnsemble:
+    """A freshly initialised ensemble; the same seed gives the same initial weights.
+
+    Each member's weights come from its own stream (seed, global member index), so member i is the
+    same in any subset: ``members`` lists the global indices (default ``range(n_members)``).
+    """
     torch.manual_seed(seed)
-    return DeepzEnsemble(arch, n_members)
+    model = DeepzEnsemble(arch, n_members)
+    init_members(model, seed, range(n_members) if members is None else members)
+    return model
 
 
 def _architecture(opts: InformOptions, n_inputs: int, z_scale: float) -> Architecture:

@@ -15,14 +15,44 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-__all__ = ["Architecture", "StackedLinear", "StackedBatchNorm", "StackedMLP", "DeepzEnsemble"]
+__all__ = [
+    "Architecture", "StackedLinear", "StackedBatchNorm", "StackedDropout", "StackedMLP", "DeepzEnsemble",
+    "MemberNoise", "member_rng", "init_members",
+]
 
 SIGMA_MIN = 1e-3  # floor of the mixture standard deviations (redshift units)
+_STREAMS = {"init": 0, "order": 1, "dropout": 2}
+
+
+def member_rng(seed: int, member: int, stream: str) -> np.random.Generator:
+    """The random stream ``stream`` ("init", "order" or "dropout") of ensemble member ``member``.
+
+    Seeded from (seed, member, stream) only, so a member's weights, batches and dropout masks do
+    not depend on which other members are trained with it (in one model, a loop or MPI ranks).
+    """
+    return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(int(member), _STREAMS[stream])))
+
+
+class MemberNoise:
+    """Dropout masks drawn from one numpy generator per member (see :func:`member_rng`)."""
+
+    def __init__(self, generators: Sequence[np.random.Generator]) -> None:
+        self.generators = list(generators)
+
+    def keep_scale(self, shape: tuple[int, int, int], p: float, device: torch.device) -> torch.Tensor:
+        """(M, B, F) float32 tensor: 1 / (1 - p) where kept, 0 where dropped (probability p)."""
+        m, b, f = shape
+        if m != len(self.generators):
+            raise ValueError(f"dropout noise for {len(self.generators)} members, the batch has {m}")
+        u = np.stack([g.random((b, f), dtype=np.float32) for g in self.generators])
+        return torch.from_numpy(np.where(u >= p, np.float32(1.0 / (1.0 - p)), np.float32(0.0))).to(device)
 
 
 @dataclass
@@ -73,6 +103,23 @@ class StackedLinear(nn.Module):
         return torch.baddbmm(self.bias, x, self.weight)
 
 
+class _ContiguousGrad(torch.autograd.Function):
+    """Identity whose backward makes the gradient contiguous (M, B, F).
+
+    Batch norm returns its input gradient in (B, M, F) memory order; reduced in that layout, the
+    previous layer's bias gradient (a sum over B) would round differently for different member
+    counts M, and members would not train bit-identically alone and together.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # pylint: disable=arguments-differ
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # pylint: disable=arguments-differ
+        return grad.contiguous()
+
+
 class StackedBatchNorm(nn.Module):
     """Batch normalisation with separate statistics and affine parameters per member."""
 
@@ -83,8 +130,29 @@ class StackedBatchNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m, b, f = x.shape
+        if x.requires_grad:
+            x = _ContiguousGrad.apply(x)
         y = self.bn(x.transpose(0, 1).reshape(b, m * f))
         return y.reshape(b, m, f).transpose(0, 1)
+
+
+class StackedDropout(nn.Module):
+    """Dropout on (M, B, F); with ``noise`` set (a :class:`MemberNoise`) each member uses its own stream.
+
+    Without ``noise`` it is ``nn.Dropout`` (torch's global generator). No parameters or buffers.
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = float(p)
+        self.noise: MemberNoise | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p <= 0:
+            return x
+        if self.noise is None:
+            return F.dropout(x, self.p, True)
+        return x * self.noise.keep_scale(tuple(x.shape), self.p, x.device)
 
 
 class StackedMLP(nn.Module):
@@ -97,7 +165,7 @@ class StackedMLP(nn.Module):
         for h in hidden:
             blocks += [StackedLinear(n_members, width, h), StackedBatchNorm(n_members, h), nn.ReLU()]
             if dropout > 0:
-                blocks.append(nn.Dropout(dropout))
+                blocks.append(StackedDropout(dropout))
             width = h
         blocks.append(StackedLinear(n_members, width, n_out))
         self.net = nn.Sequential(*blocks)
@@ -126,6 +194,12 @@ class DeepzEnsemble(nn.Module):
             self.decoder = StackedMLP(n_members, a.latent_dim, a.decoder_layers, a.n_bands, a.dropout)
         self.mdn = StackedMLP(n_members, a.n_inputs + a.latent_dim, a.mdn_layers, 3 * a.n_gaussians, a.dropout)
 
+    def set_noise(self, noise: MemberNoise | None) -> None:
+        """Draw dropout masks from per-member generators (None: torch's global generator)."""
+        for mod in self.modules():
+            if isinstance(mod, StackedDropout):
+                mod.noise = noise
+
     def _expand(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2:
             return x.unsqueeze(0).expand(self.n_members, -1, -1)
@@ -153,3 +227,22 @@ class DeepzEnsemble(nn.Module):
         else:
             recon = self.decoder(latent)
         return log_w, means, stds, latent, recon
+
+
+@torch.no_grad()
+def init_members(model: DeepzEnsemble, seed: int, members: Sequence[int]) -> None:
+    """Re-draw every linear layer's weights and biases, member by member, from its own stream.
+
+    Same distribution as ``nn.Linear``'s default (uniform +-1/sqrt(n_in)); member j of ``model``
+    gets the weights of global member ``members[j]``, whatever the other members are.
+    """
+    if len(members) != model.n_members:
+        raise ValueError(f"{len(members)} member indices for {model.n_members} ensemble members")
+    layers = [mod for mod in model.modules() if isinstance(mod, StackedLinear)]
+    for j, member in enumerate(members):
+        rng = member_rng(seed, member, "init")
+        for layer in layers:
+            n_in, n_out = layer.weight.shape[1:]
+            bound = 1.0 / math.sqrt(n_in)
+            layer.weight[j] = torch.as_tensor(rng.uniform(-bound, bound, (n_in, n_out)), dtype=layer.weight.dtype)
+            layer.bias[j] = torch.as_tensor(rng.uniform(-bound, bound, (1, n_out)), dtype=layer.bias.dtype)
