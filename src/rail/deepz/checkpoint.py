@@ -167,12 +167,13 @@ class EpochCheckpoint:
 class CheckpointStore:
     """The checkpoint folder of one informer run: one :class:`EpochCheckpoint` per phase."""
 
-    def __init__(self, folder: str, log: Callable[[str], None] | None = None) -> None:
+    def __init__(self, folder: str, log: Callable[[str], None] | None = None, tag: str = "") -> None:
         self.folder = folder
         self.log = log or (lambda msg: None)
+        self.tag = tag  # e.g. ".rank1": one file per MPI rank
 
     def phase(self, name: str) -> EpochCheckpoint:
-        return EpochCheckpoint(os.path.join(self.folder, f"{name}.ckpt"), self.log)
+        return EpochCheckpoint(os.path.join(self.folder, f"{name}{self.tag}.ckpt"), self.log)
 
     def files(self) -> list[str]:
         return sorted(os.listdir(self.folder)) if os.path.isdir(self.folder) else []
@@ -181,7 +182,8 @@ class CheckpointStore:
         """Remove the checkpoints (all, or those of ``phases``); the folder too when left empty."""
         if not os.path.isdir(self.folder):
             return
-        names = self.files() if phases is None else [f"{p}.ckpt" for p in phases]
+        names = [f for f in self.files() if f.endswith(f"{self.tag}.ckpt") or f.startswith(".ckpt_")] \
+            if phases is None else [f"{p}{self.tag}.ckpt" for p in phases]
         for name in names:
             path = os.path.join(self.folder, name)
             if name.endswith(".ckpt") or name.startswith(".ckpt_"):

@@ -293,7 +293,8 @@ class DeepzInformer(CheckedOptions, CatInformer):
         log = lambda msg: self.log.info(msg)  # noqa: E731
         sims = self._sims()
         folder = self.checkpoint_folder()
-        self._checkpoints = None if folder is None else CheckpointStore(folder, log)
+        tag = f".rank{self.rank}" if self.size > 1 else ""
+        self._checkpoints = None if folder is None else CheckpointStore(folder, log, tag)
         ckpt = dict(checkpoints=self._checkpoints)
         if self.config.phase == "autoencoder":
             model = transfer.train_autoencoder(data, opts, progress=log, **ckpt)
@@ -309,6 +310,8 @@ class DeepzInformer(CheckedOptions, CatInformer):
         super().finalize()
         store = getattr(self, "_checkpoints", None)
         if store is not None:
+            if self.is_mpi():
+                self.comm.Barrier()  # the model is written (rank 0) before any rank drops its checkpoints
             store.clear()
             self._checkpoints = None
 
