@@ -161,3 +161,9 @@ def test_checkpoint_dir_option(tmp_path):
     assert DeepzInformer.make_stage(name="cd2", output_mode="return").checkpoint_folder() is None
     assert DeepzInformer.make_stage(name="cd3", checkpoint_dir="none").checkpoint_folder() is None
     assert DeepzInformer.make_stage(name="cd4", checkpoint_dir="/x/y").checkpoint_folder() == "/x/y"
+
+
+def test_checkpoint_interval_saves_less_often_same_result(tmp_path, data, saves, one_torch_thread):
+    model = _inform(tmp_path, data, checkpoint_interval=3600.0)
+    assert saves["count"]["train"] == 1  # the first epoch only, then not due again
+    _assert_same(model, _inform(tmp_path / "ref", data, checkpoint_dir="none"))

@@ -14,7 +14,9 @@ Each training phase (``pretrain``, ``train``, ``autoencoder``) has its own file 
 folder, so a fine-tuning interrupted after a completed pretraining does not pretrain again.
 Files are written atomically (temporary file, fsync, rename) with ``torch.save`` and read with
 ``torch.load(weights_only=True)``: tensors and plain containers only, no code is executed. The
-folder is removed by :meth:`CheckpointStore.clear` once the model is complete.
+folder is removed by :meth:`CheckpointStore.clear` once the model is complete. ``min_interval``
+(seconds) saves less often for large models; a resume then repeats the epochs since the last save,
+with the same result.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import asdict, is_dataclass
 from typing import Any, Callable, Iterable, Sequence
 
@@ -125,9 +128,15 @@ class TrainingState:
 class EpochCheckpoint:
     """One phase's checkpoint file: ``load`` (None when absent or from another training), ``save``."""
 
-    def __init__(self, path: str, log: Callable[[str], None] | None = None) -> None:
+    def __init__(self, path: str, log: Callable[[str], None] | None = None, min_interval: float = 0.0) -> None:
         self.path = path
         self.log = log or (lambda msg: None)
+        self.min_interval = float(min_interval)  # seconds between saves (0: every epoch)
+        self._last_save = -np.inf
+
+    def due(self) -> bool:
+        """Whether ``min_interval`` seconds have passed since the last save."""
+        return time.monotonic() - self._last_save >= self.min_interval
 
     def load(self, fp: str) -> dict | None:
         """The saved state if the file exists and was written by the same training (``fp``)."""
@@ -158,6 +167,7 @@ class EpochCheckpoint:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
+            self._last_save = time.monotonic()
         except BaseException:
             if os.path.exists(tmp):
                 os.remove(tmp)
@@ -167,13 +177,15 @@ class EpochCheckpoint:
 class CheckpointStore:
     """The checkpoint folder of one informer run: one :class:`EpochCheckpoint` per phase."""
 
-    def __init__(self, folder: str, log: Callable[[str], None] | None = None, tag: str = "") -> None:
+    def __init__(self, folder: str, log: Callable[[str], None] | None = None, tag: str = "",
+                 min_interval: float = 0.0) -> None:
         self.folder = folder
         self.log = log or (lambda msg: None)
         self.tag = tag  # e.g. ".rank1": one file per MPI rank
+        self.min_interval = min_interval
 
     def phase(self, name: str) -> EpochCheckpoint:
-        return EpochCheckpoint(os.path.join(self.folder, f"{name}{self.tag}.ckpt"), self.log)
+        return EpochCheckpoint(os.path.join(self.folder, f"{name}{self.tag}.ckpt"), self.log, self.min_interval)
 
     def files(self) -> list[str]:
         return sorted(os.listdir(self.folder)) if os.path.isdir(self.folder) else []
@@ -235,4 +247,6 @@ class EpochResumer:
         return out
 
     def save(self, epoch: int, best_loss: np.ndarray, best_epoch: np.ndarray, history: dict) -> None:
+        if not self.checkpoint.due():
+            return
         self.checkpoint.save(self.fp, self.state.capture(epoch, best_loss, best_epoch, history))

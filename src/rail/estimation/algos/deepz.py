@@ -125,6 +125,7 @@ class DeepzInformer(CheckedOptions, CatInformer):
         checkpoint_dir=Param(str, "auto", msg="folder of per-epoch training checkpoints; a re-run resumes from them. "
                              "'auto': '<model file>_checkpoints' next to the model file (off when nothing is "
                              "written, output_mode='return'); '' or 'none': off. Removed once the model is saved"),
+        checkpoint_interval=Param(float, 0.0, msg="minimum seconds between checkpoint saves (0: after every epoch)"),
     )
     inputs = [("input", TableHandle)]
     outputs = [("model", DeepzModelHandle)]
@@ -165,6 +166,7 @@ class DeepzInformer(CheckedOptions, CatInformer):
         check_band_lists(c.bands, c.err_bands, c.ref_band, c.mag_limits)
         _check_positive(c, ["n_splits", "n_folds", "n_gaussians", "batch_size"])
         _check_positive(c, ["latent_dim"], minimum=0)
+        _check_positive(c, ["checkpoint_interval"], minimum=0)
         if not 0.0 <= c.dropout < 1.0:
             raise ValueError(f"option 'dropout' must be in [0, 1), got {c.dropout}")
         if not 0.0 <= c.recenter <= 1.0:
@@ -294,7 +296,8 @@ class DeepzInformer(CheckedOptions, CatInformer):
         sims = self._sims()
         folder = self.checkpoint_folder()
         tag = f".rank{self.rank}" if self.size > 1 else ""
-        self._checkpoints = None if folder is None else CheckpointStore(folder, log, tag)
+        self._checkpoints = None if folder is None else \
+            CheckpointStore(folder, log, tag, float(self.config.checkpoint_interval))
         ckpt = dict(checkpoints=self._checkpoints)
         if self.config.phase == "autoencoder":
             model = transfer.train_autoencoder(data, opts, progress=log, **ckpt)
