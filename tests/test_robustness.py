@@ -251,7 +251,7 @@ def test_property_input_conversion(arrays):
     np.testing.assert_array_equal((flags & FL.ALL_MISSING) > 0, (phot.status == 2).all(1))
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                  HealthCheck.function_scoped_fixture])
 @given(st.integers(1, 6).flatmap(lambda n: st.tuples(
     hnp.arrays(np.float64, (n, 6), elements=st.one_of(st.floats(15.0, 30.0), st.sampled_from(SPECIAL))),
