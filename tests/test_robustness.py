@@ -262,3 +262,18 @@ def test_property_mixture_output(model, arrays):
     table.update({e: errs[:, j] for j, e in enumerate(ERR_BANDS)})
     flags = _check(_estimate(model, table), len(mags))
     assert flags.dtype.kind in "iu" and (flags >= 0).all()
+
+
+def test_training_rows_with_bad_values_are_dropped_or_flagged_not_fatal(rows, one_torch_thread):
+    t = _table(rows, 300)
+    t["redshift"] = t["redshift"].astype(object)
+    t["redshift"][:5] = "unknown"  # not a number: the row is dropped
+    t["redshift"][5] = -1.0
+    t["mag_i_lsst"][6:9] = [np.nan, 99.0, 1e30]  # reference band unusable: dropped
+    t["mag_u_lsst"][9:12] = [1e30, np.inf, -np.inf]  # invalid, non-detected, missing: kept
+    t["mag_err_g_lsst"][12] = 0.0
+    stage = DeepzInformer.make_stage(name="rb_bad_train", output_mode="return", hdf5_groupname="", **MICRO)
+    stage.inform(t)
+    meta = stage.get_data("model")["meta"]["training"]
+    assert meta["n_dropped_ref"] == 3 and meta["n_dropped_redshift"] == 6
+    assert meta["n_train"] == 300 - 9

@@ -52,6 +52,7 @@ __all__ = [
     "NONDETECT_THRESHOLD",
     "Photometry",
     "read_photometry",
+    "read_column",
     "magnitudes_to_fluxes",
     "flux_features",
     "n_features",
@@ -134,6 +135,11 @@ def _as_float_column(data: Mapping, col: str) -> tuple[np.ndarray, np.ndarray | 
         bad = np.isnan(out)
         return out.ravel(), bad.ravel() if bad.any() else None
     raise TypeError(f"column '{col}' must be numeric, got dtype {values.dtype}")
+
+
+def read_column(data: Mapping, col: str) -> np.ndarray:
+    """A numeric column as float64 (N,) with the rules of the magnitude columns (text: NaN where not a number)."""
+    return _as_float_column(data, col)[0]
 
 
 def _is_value(x: np.ndarray, value: float) -> np.ndarray:

@@ -151,7 +151,7 @@ def prepare_training_data(table: Mapping, opts: InformOptions, need_redshift: bo
     if need_redshift:
         if opts.redshift_col not in table:
             raise KeyError(f"redshift column '{opts.redshift_col}' (option 'redshift_col') not in the training table")
-        z = np.asarray(table[opts.redshift_col], dtype=np.float64).ravel()
+        z = feat.read_column(table, opts.redshift_col)  # text that is not a number: NaN, dropped
         bad_z = ~np.isfinite(z) | (z < 0)
         n_bad_z = int((bad_z & keep).sum())
         keep &= ~bad_z
