@@ -54,30 +54,41 @@ def mean(weights: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
     return (weights * means).sum(-1)
 
 
-def _climb(
-    z: torch.Tensor, log_w: torch.Tensor, means: torch.Tensor, stds: torch.Tensor, n_iter: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Hill-climb log p from starting points z (N, S); returns (z, log p(z)), both (N, S).
+def _lse0(e: torch.Tensor) -> torch.Tensor:
+    """log-sum-exp over dim 0 (the component axis of the component-major layout)."""
+    mx = e.amax(0)
+    return (e - mx).exp_().sum(0).log_() + mx
 
-    Each step is a Newton step on log p where it is concave and the step is small, otherwise the
+
+def _climb(
+    z: torch.Tensor, base: torch.Tensor, mu: torch.Tensor, inv_var: torch.Tensor, n_iter: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hill-climb log p from starting points z (S, n); returns (z, log p(z)), both (S, n).
+
+    Component-major layout: ``base`` = log(w / sigma) - log sqrt(2 pi), ``mu`` and ``inv_var``
+    are (K, n), so every broadcast runs over the contiguous row axis. Each step is a Newton step
+    on log p where it is concave and the step is within the local component width, otherwise the
     Gaussian-mixture mean-shift step z <- sum r_k mu_k / s_k^2 / sum r_k / s_k^2 (r_k the
-    component responsibilities), which never decreases p.
+    responsibilities), which never decreases p.
     """
-    mu, inv_var = means.unsqueeze(1), (1.0 / (stds * stds)).unsqueeze(1)  # (N, 1, K)
-    base = (log_w - torch.log(stds)).unsqueeze(1) - _LOG_SQRT_2PI
+    mu3, iv3, base3 = mu.unsqueeze(0), inv_var.unsqueeze(0), base.unsqueeze(0)
     for _ in range(n_iter):
-        d = mu - z.unsqueeze(-1)  # (N, S, K)
-        logr = base - 0.5 * d * d * inv_var
-        r = torch.softmax(logr, dim=-1)
-        a = d * inv_var
-        g = (r * a).sum(-1)  # d log p / dz
-        h = (r * (a * a - inv_var)).sum(-1) - g * g  # d2 log p / dz2
-        shift = (r * inv_var * mu).sum(-1) / (r * inv_var).sum(-1)
-        step = -g / torch.where(h < 0, h, -torch.ones_like(h))
-        limit = 1.0 / torch.sqrt((r * inv_var).sum(-1))  # ~ the local component width
-        z = torch.where((h < 0) & (step.abs() < limit), z + step, shift)
-    d = mu - z.unsqueeze(-1)
-    return z, torch.logsumexp(base - 0.5 * d * d * inv_var, dim=-1)
+        d = mu3 - z.unsqueeze(1)  # (S, K, n)
+        r = base3 - 0.5 * d * d * iv3
+        r = (r - r.amax(1, keepdim=True)).exp_()
+        norm = r.sum(1)
+        ri = r.mul_(iv3)  # r_k / s_k^2 (unnormalised)
+        sri = ri.sum(1)
+        rid = ri.mul_(d)
+        g = rid.sum(1) / norm  # d log p / dz
+        h = rid.mul_(d).mul_(iv3).sum(1) / norm - sri / norm - g * g  # d2 log p / dz2
+        shift = g * norm / sri  # mean-shift step
+        concave = h < 0
+        step = -g / torch.where(concave, h, -torch.ones_like(h))
+        limit = torch.rsqrt(sri / norm)  # ~ the local component width
+        z = z + torch.where(concave & (step.abs() < limit), step, shift)
+    d = mu3 - z.unsqueeze(1)
+    return z, _lse0((base3 - 0.5 * d * d * iv3).transpose(0, 1))
 
 
 def _row_chunks(n: int, size: int):
@@ -85,43 +96,52 @@ def _row_chunks(n: int, size: int):
         yield slice(start, min(start + size, n))
 
 
+def _component_major(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    """(n, K) row slices -> contiguous (K, n): broadcasts then vectorise over rows."""
+    return [t.transpose(0, 1).contiguous() for t in tensors]
+
+
 def mode(
     weights: torch.Tensor,
     means: torch.Tensor,
     stds: torch.Tensor,
     n_candidates: int = 4,
-    n_search: int = 12,
-    n_iter: int = 6,
+    n_search: int = 20,
+    n_iter: int = 5,
     chunk: int = 2048,
 ) -> torch.Tensor:
     """Global mode of each mixture, (N,), exact (not limited by a grid).
 
     The search runs on the ``n_search`` heaviest components: it starts from the means of the
     ``n_candidates`` components with the highest peak density w/sigma, climbs each to its local
-    maximum (Newton / mean-shift steps), and every local maximum is then polished on the full
-    mixture, the highest winning. Rows are processed ``chunk`` at a time to stay in cache.
+    maximum (Newton / mean-shift steps, float32), and every local maximum is then polished on the
+    full mixture in the input precision, the highest winning. Rows go ``chunk`` at a time.
     """
     out = torch.empty(weights.shape[0], dtype=means.dtype, device=means.device)
     for sl in _row_chunks(weights.shape[0], chunk):
-        out[sl] = _mode(weights[sl], means[sl], stds[sl], n_candidates, n_search, n_iter)
+        out[sl] = _mode(*_component_major(weights[sl], means[sl], stds[sl]), n_candidates, n_search, n_iter)
     return out
 
 
 def _mode(weights, means, stds, n_candidates, n_search, n_iter):
-    log_w = torch.log(weights.clamp_min(1e-300))
-    k = weights.shape[-1]
+    """Mode for component-major (K, n) mixtures."""
+    base = torch.log(weights.clamp_min(1e-300)) - torch.log(stds) - _LOG_SQRT_2PI
+    inv_var = 1.0 / (stds * stds)
+    k = weights.shape[0]
     if k > n_search:
-        top = torch.topk(log_w, n_search, dim=-1).indices
-        s_lw, s_mu, s_sd = (torch.gather(t, -1, top) for t in (log_w, means, stds))
+        top = torch.topk(weights, n_search, dim=0).indices
+        s_b, s_mu, s_iv = (torch.gather(t, 0, top) for t in (base, means, inv_var))
     else:
-        s_lw, s_mu, s_sd = log_w, means, stds
-    c = min(n_candidates, s_lw.shape[-1])
-    start = torch.gather(s_mu, -1, torch.topk(s_lw - torch.log(s_sd), c, dim=-1).indices)
-    # the search runs in float32 (cheaper); the polish on the full mixture in the input precision
+        s_b, s_mu, s_iv = base, means, inv_var
+    c = min(n_candidates, s_b.shape[0])
+    start = torch.gather(s_mu, 0, torch.topk(s_b, c, dim=0).indices)  # (c, n)
+    # search and polish on the full mixture in float32 (cheaper), then a final Newton step on the
+    # best candidate in the input precision
     f32 = torch.float32
-    z, _ = _climb(start.to(f32), s_lw.to(f32), s_mu.to(f32), s_sd.to(f32), n_iter)
-    z, lp = _climb(z.to(means.dtype), log_w, means, stds, 3)
-    return torch.gather(z, -1, torch.argmax(lp, dim=-1, keepdim=True)).squeeze(-1)
+    z, _ = _climb(start.to(f32), s_b.to(f32), s_mu.to(f32), s_iv.to(f32), n_iter)
+    z, lp = _climb(z, base.to(f32), means.to(f32), inv_var.to(f32), 3)
+    z = torch.gather(z, 0, torch.argmax(lp, dim=0, keepdim=True)).to(means.dtype)
+    return _climb(z, base, means, inv_var, 1)[0].squeeze(0)
 
 
 def median(
