@@ -86,7 +86,8 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path, data, saves, o
 
 
 def test_pretraining_is_not_repeated_when_fine_tuning_is_interrupted(tmp_path, data, sims, saves, one_torch_thread):
-    opts = dict(pretrain_epochs_per_step=[2, 1], pretrain_batch_size=200)
+    # simulations mixed into fine-tuning batches: their augmentation generator is restored too
+    opts = dict(pretrain_epochs_per_step=[2, 1], pretrain_batch_size=200, finetune_sim_fraction=0.2)
     reference = _inform(tmp_path / "ref", data, sims=sims, checkpoint_dir="", **opts)
     saves["stop_after"]["train"] = 3
     with pytest.raises(Interrupt):
