@@ -70,6 +70,13 @@ def fingerprint(*parts: Any) -> str:
     return h.hexdigest()
 
 
+def _plain(value: Any) -> Any:
+    """JSON fallback for numpy scalars and arrays in the loss history."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"cannot store a {type(value).__name__} in a checkpoint")
+
+
 class TrainingState:
     """The mutable state of one training run that a checkpoint captures and restores.
 
@@ -101,7 +108,7 @@ class TrainingState:
             torch_rng=torch.get_rng_state(),
             cuda_rng=list(cuda),
             torch_generators=[g.get_state() for g in self.torch_generators],
-            info=json.dumps(info),
+            info=json.dumps(info, default=_plain),
         )
 
     def restore(self, saved: dict) -> tuple[int, np.ndarray, np.ndarray, dict]:
