@@ -173,7 +173,9 @@ def test_dtypes_int_float32_and_text(model, rows):
     tobj["mag_u_lsst"][1] = "n/a"
     tobj["mag_u_lsst"][2] = None
     flags = _check(_estimate(model, tobj), 20)
-    assert (flags[1:3] & FL.INVALID_VALUE).all() and not (flags[3:] & FL.INVALID_VALUE).any()
+    assert flags[1] & FL.INVALID_VALUE and flags[1] & FL.HAS_MISSING  # not a number
+    assert flags[2] & FL.HAS_MISSING and not flags[2] & FL.INVALID_VALUE  # None: missing
+    assert not (flags[3:] & FL.INVALID_VALUE).any()
     # a column without any number, and a boolean column, are misconfigured tables
     with pytest.raises(TypeError, match="mag_g_lsst"):
         _estimate(model, dict(t, mag_g_lsst=np.array(["x"] * 20)))
@@ -277,3 +279,20 @@ def test_training_rows_with_bad_values_are_dropped_or_flagged_not_fatal(rows, on
     meta = stage.get_data("model")["meta"]["training"]
     assert meta["n_dropped_ref"] == 3 and meta["n_dropped_redshift"] == 6
     assert meta["n_train"] == 300 - 9
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 6).flatmap(lambda n: hnp.arrays(
+    np.float64, (n, 6), elements=st.one_of(st.floats(width=32), st.sampled_from(SPECIAL)))))
+def test_property_dtype_does_not_change_the_reading(mags):
+    """float64, float32 and object columns holding the same numbers are read the same way."""
+    errs = np.full(mags.shape, 0.05)
+    tables = []
+    for conv in (lambda a: a, lambda a: a.astype(np.float32), lambda a: a.astype(object)):
+        t = {b: conv(mags[:, j]) for j, b in enumerate(BANDS)}
+        t.update({e: conv(errs[:, j]) for j, e in enumerate(ERR_BANDS)})
+        tables.append(F.read_photometry(t, BANDS, ERR_BANDS, LIMITS))
+    for p in tables[1:]:
+        np.testing.assert_array_equal(p.status, tables[0].status)
+        np.testing.assert_array_equal(p.invalid, tables[0].invalid)
+        np.testing.assert_allclose(p.flux, tables[0].flux, rtol=1e-6)

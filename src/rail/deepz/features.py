@@ -101,19 +101,25 @@ def _missing_column_error(data: Mapping, col: str) -> KeyError:
     return KeyError(f"column '{col}' not found in the input table; {hint}available columns: {', '.join(names)}")
 
 
-def _text_to_float(values: np.ndarray, col: str) -> np.ndarray:
-    """Element-wise float conversion of a text/object column: non-numbers become NaN."""
-    out = np.full(values.shape, np.nan)
-    converted = 0
-    for i, v in enumerate(values.ravel()):
+def _text_to_float(values: np.ndarray, col: str) -> tuple[np.ndarray, np.ndarray]:
+    """Element-wise float conversion of a text/object column.
+
+    None becomes NaN (missing); entries that are not numbers become NaN and are marked in the
+    returned mask (invalid). A column with entries but no number at all is an error.
+    """
+    flat = values.ravel()
+    out = np.full(flat.shape, np.nan)
+    failed = np.zeros(flat.shape, dtype=bool)
+    for i, v in enumerate(flat):
+        if v is None:
+            continue
         try:
-            out.flat[i] = float(v.decode() if isinstance(v, bytes) else v)
-            converted += 1
+            out[i] = float(v.decode() if isinstance(v, bytes) else v)
         except (TypeError, ValueError):
-            pass
-    if values.size and converted == 0:
+            failed[i] = True
+    if failed.any() and failed.sum() == sum(v is not None for v in flat):
         raise TypeError(f"column '{col}' must be numeric, got dtype {values.dtype} with no number in it")
-    return out
+    return out, failed
 
 
 def _as_float_column(data: Mapping, col: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -131,9 +137,8 @@ def _as_float_column(data: Mapping, col: str) -> tuple[np.ndarray, np.ndarray | 
     if kind in "fiu":
         return values.astype(np.float64).ravel(), None
     if kind in "USO":
-        out = _text_to_float(values, col)
-        bad = np.isnan(out)
-        return out.ravel(), bad.ravel() if bad.any() else None
+        out, bad = _text_to_float(values, col)
+        return out, bad if bad.any() else None
     raise TypeError(f"column '{col}' must be numeric, got dtype {values.dtype}")
 
 
