@@ -37,7 +37,7 @@ def _axes(ax: Any, ncols: int = 1, figsize: tuple[float, float] | None = None) -
         if axes.size != ncols:
             raise ValueError(f"expected {ncols} axes, got {axes.size}")
         return axes.flat[0].figure, (axes.flat[0] if ncols == 1 else list(axes.flat))
-    fig, axes = plt.subplots(1, ncols, figsize=figsize or (4.5 * ncols, 4.0), squeeze=False)
+    fig, axes = plt.subplots(1, ncols, figsize=figsize or (4.5 * ncols, 4.0), squeeze=False, layout="constrained")
     axes = list(axes[0])
     return fig, (axes[0] if ncols == 1 else axes)
 
