@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -61,6 +63,8 @@ OPTIONS: dict[str, tuple[Any, str]] = {
     "exposure_outlier_fraction": (0.0, "probability that an exposure is an outlier"),
     "exposure_outlier_amplitude": ([3.0, 20.0], "outlier shift range in units of the exposure's error"),
     "n_processes": (1, "fsps engine: number of worker processes"),
+    "n_jobs": (0, "ssp/templates engines: worker processes synthesising chunk_size blocks in parallel "
+                  "(0 = all available cores, 1 = in this process); the catalogue does not depend on it"),
     "chunk_size": (10000, "galaxies synthesised per batch (memory)"),
     "hdf5_groupname": ("photometry", "group holding the columns in the output ('' = flat table)"),
 }
@@ -182,6 +186,7 @@ def validate_options(opts: dict) -> dict:
     _check_number(opts, "exposure_depth_scatter", 0.0, 5.0)
     _check_number(opts, "exposure_outlier_fraction", 0.0, 1.0)
     _check_number(opts, "n_processes", 1, None, integer=True)
+    _check_number(opts, "n_jobs", 0, None, integer=True)
     _check_number(opts, "chunk_size", 1, None, integer=True)
     for flag in ("nebular", "exposures"):
         if not isinstance(opts[flag], bool):
@@ -247,22 +252,72 @@ def _draw(engine: Any, rng: np.random.Generator, n: int, opts: dict) -> dict[str
     return {k: params[k] for k in engine.parameter_names}
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask; ``os.cpu_count()`` where unknown)."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # not on Linux
+        return max(os.cpu_count() or 1, 1)
+
+
+def _block_fluxes(engine: Any, table: Any, params: dict[str, np.ndarray], filters: FilterSet,
+                  opts: dict) -> np.ndarray:
+    """Noiseless fluxes [nJy] (n, n_bands) of one block of galaxies (parameter arrays of length n)."""
+    cont, lines = engine.rest_frame(params)
+    lum = continuum_band_luminosity(cont, params["zred"], table)
+    if lines.shape[1]:
+        lum += line_band_luminosity(lines, engine.line_wave, params["zred"], filters, opts["igm"])
+    return to_njy(lum, luminosity_distance_cm(params["zred"], opts["cosmology"]))
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(engine: Any, table: Any, filters: FilterSet, opts: dict) -> None:
+    """Worker process set-up: one BLAS thread (the processes are the parallelism), shared inputs."""
+    try:
+        from threadpoolctl import threadpool_limits  # pylint: disable=import-outside-toplevel
+
+        _WORKER["limits"] = threadpool_limits(1)
+    except ImportError:
+        pass
+    _WORKER.update(engine=engine, table=table, filters=filters, opts=opts)
+
+
+def _worker_block(params: dict[str, np.ndarray]) -> np.ndarray:
+    w = _WORKER
+    return _block_fluxes(w["engine"], w["table"], params, w["filters"], w["opts"])
+
+
 def intrinsic_fluxes(engine: Any, params: dict[str, np.ndarray], filters: FilterSet, opts: dict) -> np.ndarray:
     """Noiseless fluxes [nJy] (N, n_bands) of the engine's galaxies before magnitude normalisation
-    (per solar mass formed for physical engines)."""
+    (per solar mass formed for physical engines).
+
+    Galaxies are synthesised in blocks of ``chunk_size`` rows (bounded memory). With ``n_jobs`` != 1
+    and more than one block, the blocks run in that many worker processes (0: all cores); the
+    blocks and their arithmetic are the same for any ``n_jobs``, so the fluxes are identical.
+    The fsps engine has its own processes (``n_processes``) and runs the blocks here.
+    """
     zlo, zhi = opts["zred_range"]
     table = build_projection(engine.rest_wave, filters, zlo, zhi, opts["igm"])
     n = params["zred"].size
     out = np.empty((n, len(filters)))
     chunk = int(opts["chunk_size"])
-    for start in range(0, n, chunk):
-        sl = slice(start, min(start + chunk, n))
-        sub = {k: v[sl] for k, v in params.items()}
-        cont, lines = engine.rest_frame(sub)
-        lum = continuum_band_luminosity(cont, sub["zred"], table)
-        if lines.shape[1]:
-            lum += line_band_luminosity(lines, engine.line_wave, sub["zred"], filters, opts["igm"])
-        out[sl] = to_njy(lum, luminosity_distance_cm(sub["zred"], opts["cosmology"]))
+    blocks = [slice(start, min(start + chunk, n)) for start in range(0, n, chunk)]
+    n_jobs = int(opts.get("n_jobs", 1)) or available_cores()
+    n_jobs = min(n_jobs, len(blocks))
+    if n_jobs <= 1 or isinstance(engine, FSPSEngine):
+        for sl in blocks:
+            out[sl] = _block_fluxes(engine, table, {k: v[sl] for k, v in params.items()}, filters, opts)
+        return out
+    # fork where available: a spawned worker would re-import RAIL (seconds each); the workers
+    # only run numpy (one BLAS thread), never torch/OpenMP, so forking a threaded parent is safe
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    with ProcessPoolExecutor(n_jobs, mp_context=multiprocessing.get_context(method), initializer=_worker_init,
+                             initargs=(engine, table, filters, opts)) as pool:
+        futures = [(sl, pool.submit(_worker_block, {k: v[sl] for k, v in params.items()})) for sl in blocks]
+        for sl, fut in futures:
+            out[sl] = fut.result()
     return out
 
 
