@@ -85,8 +85,12 @@ def dc2_files() -> dict[str, str]:
     return dict(input_train=find_rail_file(TRAIN_FILE), input_test=find_rail_file(TEST_FILE))
 
 
-def _evaluator_kwargs(algo: str, estimate_stage: Any, chunk_size: int = 5000) -> dict[str, Any]:
-    """Options of ``evaluate_<algo>`` (DeepzEvaluator on the output of ``estimate_stage``)."""
+def _evaluator_kwargs(algo: str, estimate_stage: Any, chunk_size: int = 2000) -> dict[str, Any]:
+    """Options of ``evaluate_<algo>`` (DeepzEvaluator on the output of ``estimate_stage``).
+
+    ``chunk_size`` bounds memory: the CDE loss evaluates each chunk of PDFs on a grid, about 1.2 GB per
+    1,000 Deepz mixtures of 50 components.
+    """
     return dict(
         aliases=dict(truth="input_test"),
         connections=dict(input=estimate_stage.io.output),
