@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -263,7 +263,8 @@ def train_deepz(
     sims: Mapping | None = None,
     pretrained: Mapping | None = None,
     checkpoints: "CheckpointStore | None" = None,
-) -> dict:
+    comm: Any = None,
+) -> dict | None:
     """Train a calibrated Deepz ensemble on a spectroscopic table; returns the model dict.
 
     Without ``sims`` and ``pretrained`` the ensemble trains from scratch. With ``sims`` (a table in
@@ -272,8 +273,16 @@ def train_deepz(
     an autoencoder-only run) that pretraining is reused. ``checkpoints``: per-epoch checkpoints of each
     phase (``pretrained``, ``train``) to resume an interrupted run from. Every member then fine-tunes from the
     pretrained weights on the spectroscopic table, redshift loss only (plus ``ae_weight``).
+
+    ``comm``: an MPI communicator (mpi4py API). With more than one rank each rank trains a
+    contiguous slice of the members (:mod:`rail.deepz.distributed`), rank 0 pretrains (when
+    needed), gathers the members, calibrates and returns the model (the same model as one
+    process trains); the other ranks return None.
     """
-    from . import transfer  # pylint: disable=import-outside-toplevel
+    from . import distributed, transfer  # pylint: disable=import-outside-toplevel
+
+    mpi = distributed.is_distributed(comm)
+    rank = comm.Get_rank() if mpi else 0
 
     log = progress or (lambda msg: None)
     t0 = time.time()
@@ -291,7 +300,10 @@ def train_deepz(
     if sims is not None:
         sim_data = prepare_training_data(sims, opts)
         if pretrained is None:
-            pretrained = transfer.pretrain(sims, opts, progress=log, data=sim_data, checkpoints=checkpoints)
+            if not mpi or rank == 0:
+                pretrained = transfer.pretrain(sims, opts, progress=log, data=sim_data, checkpoints=checkpoints)
+            if mpi:  # one pretraining, shared by every rank
+                pretrained = comm.bcast(pretrained, root=0)
     elif opts.transfer.finetune_sim_fraction > 0:
         raise ValueError("option 'finetune_sim_fraction' > 0 needs the simulation table (input 'sims')")
 
@@ -310,19 +322,22 @@ def train_deepz(
     n_members = len(splits)
     log(f"training {n_members} networks ({opts.n_splits} splits x {opts.n_folds} folds) on {n} galaxies, device {device}"
         + ("" if pretrained is None else ", fine-tuning from pretrained weights"))
-    model = build_network(arch, n_members, opts.train.seed).to(device)
+    local = distributed.member_slice(n_members, rank, comm.Get_size()) if mpi else list(range(n_members))
+    if mpi:
+        log(f"MPI rank {rank}/{comm.Get_size()}: training members {local}")
+    model = build_network(arch, max(len(local), 1), opts.train.seed, members=local or [0]).to(device)
     x = torch.as_tensor((data.features - mean) / std, device=device)
     inputs = batch_inputs(data, mean, std, opts, opts.augment, device, opts.train.seed)
     train_cfg, extra, transfer_info = opts.train, {}, {}
     if pretrained is not None:
-        anchor = transfer.load_pretrained(model, pretrained, opts.transfer.pretrain_parts)
+        anchor = transfer.load_pretrained(model, pretrained, opts.transfer.pretrain_parts, members=local or [0])
         train_cfg = transfer.finetune_config(opts)
         extra = dict(frozen=list(opts.transfer.freeze), anchor=anchor, anchor_weight=opts.transfer.finetune_l2sp)
         if opts.transfer.finetune_sim_fraction > 0:
             assert sim_data is not None
             extra["aux"] = transfer.simulation_batches(sim_data, mean, std, opts, device, train_cfg)
         transfer_info = transfer.summary(pretrained, opts)
-    result = train_ensemble(
+    result = None if not local else train_ensemble(
         model,
         x,
         torch.as_tensor(z, device=device),
@@ -333,8 +348,15 @@ def train_deepz(
         progress=log,
         inputs=inputs,
         checkpoint=None if checkpoints is None else checkpoints.phase("train"),
+        members=local,
         **extra,
     )
+    if mpi:  # rank 0 stacks every rank's members into one ensemble; the others are done
+        full = build_network(arch, n_members, opts.train.seed).to(device) if rank == 0 else None
+        result = distributed.gather_ensemble(comm, model, local, result, full)
+        if rank != 0:
+            return None
+        model = full
 
     recenter = opts.recenter if n_members > 1 else 0.0
     cal = Calibration(recenter=recenter)

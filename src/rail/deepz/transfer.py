@@ -20,7 +20,7 @@ to that scaling; refitting on the spec-z sample would shift every input the pret
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -165,8 +165,11 @@ def check_compatible(pretrained: Mapping, opts: "InformOptions") -> None:
         raise ValueError("option 'freeze' contains 'mdn' but the pretrained model is an autoencoder only")
 
 
-def load_pretrained(model: torch.nn.Module, pretrained: Mapping, parts: list[str]) -> dict[str, torch.Tensor]:
+def load_pretrained(model: torch.nn.Module, pretrained: Mapping, parts: list[str],
+                    members: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
     """Copy the pretrained weights of ``parts`` into ``model`` (member m <- pretrained m % P).
+
+    ``members``: the global indices of the model's members (default 0..M-1; one MPI rank's slice).
 
     An autoencoder-only model provides the encoder and decoder only. Returns the copied
     parameters (name -> tensor on the model's device), the anchor of L2-SP regularisation.
@@ -176,7 +179,7 @@ def load_pretrained(model: torch.nn.Module, pretrained: Mapping, parts: list[str
     if pretrained["meta"].get("phase") == "autoencoder":
         parts = [p for p in parts if p != "mdn"]
     m = model.n_members  # type: ignore[attr-defined]
-    take = np.arange(m) % p_members
+    take = (np.arange(m) if members is None else np.asarray(members, dtype=int)) % p_members
     state = model.state_dict()
     param_names = {k for k, _ in model.named_parameters()}
     anchor: dict[str, torch.Tensor] = {}

@@ -299,14 +299,18 @@ class DeepzInformer(CheckedOptions, CatInformer):
         self._checkpoints = None if folder is None else \
             CheckpointStore(folder, log, tag, float(self.config.checkpoint_interval))
         ckpt = dict(checkpoints=self._checkpoints)
+        # under MPI (ceci nprocess > 1): the ensemble members are spread over the ranks and gathered
+        # on rank 0; a pretraining / autoencoder-only run (one network set) runs on rank 0 alone
+        root = self.rank == 0
         if self.config.phase == "autoencoder":
-            model = transfer.train_autoencoder(data, opts, progress=log, **ckpt)
+            model = transfer.train_autoencoder(data, opts, progress=log, **ckpt) if root else None
         elif self.config.phase == "pretrain":
-            model = transfer.pretrain(data if sims is None else sims, opts, progress=log, **ckpt)
+            model = transfer.pretrain(data if sims is None else sims, opts, progress=log, **ckpt) if root else None
         else:
-            model = train_deepz(data, opts, progress=log, sims=sims, pretrained=self._pretrained(), **ckpt)
+            model = train_deepz(data, opts, progress=log, sims=sims, pretrained=self._pretrained(), **ckpt,
+                                comm=self.comm if self.size > 1 else None)
         self.model = model
-        self.add_data("model", model)
+        self.add_data("model", model)  # None on ranks > 0: only rank 0 holds (and writes) the model
 
     def finalize(self) -> None:
         """Write the model, then remove the training checkpoints (they are needed until it is saved)."""
