@@ -188,11 +188,16 @@ class DeepzPredictor:
         return {k: torch.cat(v).cpu().numpy() for k, v in out.items()}
 
     @torch.inference_mode()
-    def predict(self, table: Mapping, err_bands: Sequence[str], odds_window: float = 0.06) -> dict[str, np.ndarray]:
+    def predict(
+        self, table: Mapping, err_bands: Sequence[str], odds_window: float = 0.06, n_output_components: int = 0
+    ) -> dict[str, np.ndarray]:
         """PDFs and point estimates for every row of a table.
 
         Returns a dict of numpy arrays: ``weights``, ``means``, ``stds`` (N, K) float64 and the
         ancil columns zmode, zmean, zmedian, zstd, odds (N,) and deepz_flag (N,) int32.
+        ``n_output_components`` > 0 merges each mixture down to at most that many Gaussians
+        (moment-preserving, :func:`rail.deepz.mixture.reduce_components`); the point estimates
+        are then those of the merged mixture (zmean and zstd are unchanged by the merge).
         """
         phot = self.photometry(table, err_bands)
         x, _, _, bad_ref = feat.flux_features(phot, self.ref_index)
@@ -202,6 +207,8 @@ class DeepzPredictor:
             rows = torch.as_tensor(np.flatnonzero(bad_ref), device=w.device)
             for t, key in ((w, "weights"), (m, "means"), (s, "stds")):
                 t[rows] = torch.as_tensor(self.prior[key], dtype=t.dtype, device=t.device)
+        if 0 < n_output_components < w.shape[1]:
+            w, m, s = mixture.reduce_components(w, m, s, n_output_components)
         points = self.point_estimates(w, m, s, odds_window)
         result = dict(weights=w.cpu().numpy(), means=m.cpu().numpy(), stds=s.cpu().numpy())
         result.update(points)

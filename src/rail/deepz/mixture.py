@@ -19,6 +19,7 @@ __all__ = [
     "median",
     "interval_probability",
     "combine_members",
+    "reduce_components",
 ]
 
 _SQRT2 = math.sqrt(2.0)
@@ -204,3 +205,51 @@ def combine_members(
         means.permute(1, 0, 2).reshape(n, m * g),
         stds.permute(1, 0, 2).reshape(n, m * g),
     )
+
+
+def reduce_components(
+    weights: torch.Tensor, means: torch.Tensor, stds: torch.Tensor, n_components: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Merge each row's mixture (N, K) down to ``n_components`` Gaussians, (N, n_components).
+
+    Components are sorted by mean and the adjacent pair with the lowest Runnalls cost
+    (upper bound on the KL divergence added by the merge),
+    ``0.5 [(w_i + w_j) log s_ij^2 - w_i log s_i^2 - w_j log s_j^2]``, is merged, one pair per row
+    per step, until ``n_components`` are left. Every merge preserves the pair's weight, mean and
+    variance, so each row's total weight, mean and variance are unchanged.
+    """
+    k = weights.shape[-1]
+    if n_components < 1:
+        raise ValueError(f"n_components must be >= 1, got {n_components}")
+    order = torch.argsort(means, dim=-1)
+    # component-major (K, N): each step's ops run over contiguous rows
+    w, m, v = (torch.gather(t, -1, order).transpose(0, 1).contiguous() for t in (weights, means, stds * stds))
+    logv = torch.log(v)
+    while k > n_components:
+        wi, wj = w[:-1], w[1:]
+        ws = (wi + wj).clamp_min(1e-300)
+        fi = wi / ws
+        fj = 1.0 - fi
+        dm = m[:-1] - m[1:]
+        vm = fi * v[:-1] + fj * v[1:] + fi * fj * dm * dm
+        lvm = torch.log(vm)
+        cost = ws * lvm - wi * logv[:-1] - wj * logv[1:]  # (K-1, N)
+        # merge the q cheapest non-overlapping adjacent pairs of every row in this step (q shrinks
+        # to 1 as the target size nears, so the last merges are the plain greedy ones)
+        q = max(1, (k - n_components) // 4)
+        picks = []
+        for _ in range(q):
+            best = torch.argmin(cost, dim=0, keepdim=True)  # (1, N)
+            picks.append(best)
+            for off in (-1, 0, 1):
+                cost.scatter_(0, (best + off).clamp(0, k - 2), float("inf"))
+        best = torch.cat(picks)  # (q, N) first components of the merged pairs
+        mm = fi * m[:-1] + fj * m[1:]
+        keep = torch.ones(k, w.shape[1], dtype=torch.bool, device=w.device).scatter_(0, best + 1, False)
+        new = []
+        for t, x in zip((w, m, v, logv), (ws, mm, vm, lvm)):
+            t = t.scatter(0, best, torch.gather(x, 0, best))
+            new.append(t.transpose(0, 1)[keep.transpose(0, 1)].reshape(w.shape[1], k - q).transpose(0, 1))
+        w, m, v, logv = new
+        k -= q
+    return w.transpose(0, 1).contiguous(), m.transpose(0, 1).contiguous(), torch.sqrt(v).transpose(0, 1).contiguous()

@@ -26,6 +26,7 @@ from rail.deepz.devices import resolve_device, set_num_threads
 from rail.deepz.estimating import ANCIL_KEYS, DeepzPredictor
 from rail.deepz.augmentation import COADD_MODES, Augmentation
 from rail.deepz.informing import USE_EXPOSURES, InformOptions, TransferOptions, train_deepz
+from rail.deepz.output import RankPartQPHandle, merge_parts, parallel_hdf5_available, part_path, rank_ranges
 from rail.deepz.model_io import DeepzModelHandle, load_model, validate_model
 from rail.deepz.options import CheckedOptions, check_band_lists, check_choice
 from rail.deepz.training import NETWORK_PARTS, TrainConfig
@@ -377,18 +378,75 @@ class DeepzEstimator(CheckedOptions, CatEstimator):
         odds_window=Param(float, 0.06, msg="ODDS half-width in units of (1 + zmode)"),
         device=Param(str, "auto", msg="'auto' (CUDA when available, GPU rank % n_gpus under MPI), 'cpu', 'cuda[:N]'"),
         num_threads=Param(int, 0, msg="torch CPU threads; 0 = torch default (ceci sets OMP_NUM_THREADS)"),
+        n_output_components=Param(int, 0, msg="merge each PDF to at most this many Gaussians (moment-preserving; "
+                                  "0 = keep all members x n_gaussians; 1 = one Gaussian + point estimates)"),
     )
+    # larger chunks than RAIL's 10,000: RAIL's per-chunk gc.collect() costs ~0.1 s; memory stays ~1 GB
+    config_options["chunk_size"] = Param(int, 100_000, msg="rows read, estimated and written at a time")
     inputs = [("model", DeepzModelHandle), ("input", TableHandle)]
 
     def __init__(self, args: Any, **kwargs: Any) -> None:
         super().__init__(args, **kwargs)
         self.predictor: DeepzPredictor | None = None
+        self._rank_parts: list[tuple[int, int]] | None = None
+
+    def run(self) -> None:
+        """RAIL's chunked run; on failure the partial output (ceci's ``inprogress_`` file) is closed, so a
+        re-run in the same Python session can overwrite it (it never gets the final name)."""
+        try:
+            super().run()
+        except BaseException:
+            handle = self._output_handle
+            file_obj = getattr(handle, "fileObj", None) if handle is not None else None
+            if file_obj is not None:
+                try:
+                    file_obj.close()
+                except Exception:  # already closed or never opened
+                    pass
+            raise
+
+    # -- output under MPI without parallel HDF5: one part file per rank, merged by rank 0 ----------
+    def _initialize_run(self) -> None:
+        super()._initialize_run()
+        self._rank_parts = None
+        if (self.comm is not None and self.size > 1 and self.config.output_mode != "return"
+                and not parallel_hdf5_available()):
+            self._rank_parts = rank_ranges(self._input_length, self.config.chunk_size, self.size, self.rank)
+
+    def add_handle(self, tag: str, data: Any = None, path: str | None = None) -> Any:
+        if tag != "output" or self._rank_parts is None or path is not None:
+            return super().add_handle(tag, data=data, path=path)
+        aliased = self.get_aliased_tag(tag)
+        handle = RankPartQPHandle(aliased, path=part_path(self.get_output(aliased), self.rank, self.size),
+                                  data=data, creator=self.instance_name)
+        handle.set_ranges(self._rank_parts)
+        self.data_store[aliased] = handle
+        return handle
+
+    def _finalize_run(self) -> None:
+        if self._rank_parts is None:
+            super()._finalize_run()
+            return
+        if self._output_handle is not None:
+            self._output_handle.finalize_write()
+        self.comm.Barrier()
+        final = self.get_output(self.get_aliased_tag("output"))
+        if self.rank == 0:
+            parts = [(part_path(final, r, self.size), rank_ranges(self._input_length, self.config.chunk_size,
+                                                                   self.size, r)) for r in range(self.size)]
+            merge_parts(final, self._input_length, parts)
+        if self._output_handle is not None:
+            self._output_handle.path = final
+        self.comm.Barrier()
 
     def _check_option_values(self) -> None:
         check_band_lists(self.config.bands, self.config.err_bands)
         _check_positive(self.config, ["batch_size", "chunk_size"])
         if not self.config.odds_window > 0:
             raise ValueError(f"option 'odds_window' must be > 0, got {self.config.odds_window}")
+        if self.config.n_output_components < 0:
+            raise ValueError("option 'n_output_components' must be >= 0 (0 = all), "
+                             f"got {self.config.n_output_components}")
         resolve_device(self.config.device, self.rank)
 
     def open_model(self, **kwargs: Any) -> Any:
@@ -410,7 +468,8 @@ class DeepzEstimator(CheckedOptions, CatEstimator):
 
     def _process_chunk(self, start: int, end: int, data: Any, first: bool) -> None:
         assert self.predictor is not None
-        res = self.predictor.predict(data, self.config.err_bands, self.config.odds_window)
+        res = self.predictor.predict(data, self.config.err_bands, self.config.odds_window,
+                                     self.config.n_output_components)
         ens = qp.Ensemble(
             qp.mixmod,
             data=dict(weights=res["weights"], means=res["means"], stds=res["stds"]),

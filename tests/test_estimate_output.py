@@ -1,0 +1,155 @@
+"""DeepzEstimator output: compact mixtures, MPI (2 ranks == 1 process), crash safety, part-file merge."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+import qp
+import tables_io
+import torch
+
+from conftest import TINY
+from rail.deepz import DeepzEstimator, DeepzInformer
+from rail.deepz import mixture as MX
+from rail.deepz.output import merge_parts, rank_ranges
+
+N_ROWS = 1300
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, dc2_train, dc2_valid):
+    """A tiny model file and a 1,300-row input file (group 'photometry')."""
+    tmp = tmp_path_factory.mktemp("est_out")
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    train = {k: np.asarray(v[:1500]) for k, v in dc2_train.items()}
+    stage = DeepzInformer.make_stage(name="inform_out", model=str(tmp / "model.npz"), hdf5_groupname="", **TINY)
+    stage.inform(train)
+    torch.set_num_threads(old)
+    inp = tmp / "input.hdf5"
+    tables_io.write({"photometry": {k: np.asarray(v[:N_ROWS]) for k, v in dc2_valid.items()}}, str(inp))
+    return tmp, str(tmp / "model.npz"), str(inp)
+
+
+def _run(name, model, inp, out, **kw):
+    stage = DeepzEstimator.make_stage(name=name, model=model, input=inp, output=out, hdf5_groupname="photometry",
+                                      num_threads=1, **kw)
+    stage.run()
+    stage.finalize()
+    return stage
+
+
+def _datasets(path):
+    with h5py.File(path, "r") as f:
+        names = []
+        f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+        return {n: f[n][()] for n in names}
+
+
+def test_rank_ranges_cover_every_row_once():
+    for n, chunk, size in [(1300, 300, 2), (10, 3, 4), (5, 10, 2), (1000, 100, 3)]:
+        rows = sorted(r for rank in range(size) for r in rank_ranges(n, chunk, size, rank))
+        assert rows[0][0] == 0 and rows[-1][1] == n
+        assert all(a[1] == b[0] for a, b in zip(rows, rows[1:]))
+
+
+def test_merge_parts_rejects_missing_rows(tmp_path):
+    with pytest.raises(RuntimeError, match="missing"):
+        merge_parts(str(tmp_path / "x.hdf5"), 10, [("a", [(0, 3)]), ("b", [(5, 10)])])
+
+
+def test_compact_output_preserves_moments_and_calibration(trained, dc2_valid):
+    tmp, model, inp = trained
+    full = qp.read(_run("est_full", model, inp, str(tmp / "full.hdf5")).get_output("output", final_name=True))
+    small = qp.read(_run("est_small", model, inp, str(tmp / "small.hdf5"),
+                         n_output_components=2).get_output("output", final_name=True))
+    wf, ws = full.objdata["weights"], small.objdata["weights"]
+    assert ws.shape == (N_ROWS, 2) and wf.shape[1] == 6  # 2 members x 3 Gaussians
+    np.testing.assert_allclose(ws.sum(-1), 1.0, atol=1e-12)
+    assert np.all(small.objdata["stds"] > 0)
+    # merging preserves each PDF's mean and variance exactly
+    np.testing.assert_allclose(small.ancil["zmean"], full.ancil["zmean"], atol=1e-12)
+    np.testing.assert_allclose(small.ancil["zstd"], full.ancil["zstd"], atol=1e-10)
+    # PIT values barely move
+    z = torch.as_tensor(np.asarray(dc2_valid["redshift"][:N_ROWS], dtype=np.float64))
+    pit = [MX.cdf(z, *(torch.as_tensor(e.objdata[k]) for k in ("weights", "means", "stds"))).numpy()
+           for e in (full, small)]
+    assert np.median(np.abs(pit[0] - pit[1])) < 0.02
+
+
+def test_one_gaussian_output_is_moment_matched(trained):
+    tmp, model, inp = trained
+    one = qp.read(_run("est_one", model, inp, str(tmp / "one.hdf5"),
+                       n_output_components=1).get_output("output", final_name=True))
+    assert one.objdata["weights"].shape == (N_ROWS, 1)
+    np.testing.assert_allclose(one.objdata["means"][:, 0], one.ancil["zmean"], atol=1e-12)
+    np.testing.assert_allclose(one.objdata["stds"][:, 0], one.ancil["zstd"], rtol=1e-9)
+
+
+def test_crash_mid_catalogue_leaves_no_complete_file_and_rerun_completes(trained, monkeypatch):
+    tmp, model, inp = trained
+    out = str(tmp / "crash.hdf5")
+    calls = {"n": 0}
+    original = DeepzEstimator._process_chunk
+
+    def failing(self, start, end, data, first):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("simulated crash")
+        return original(self, start, end, data, first)
+
+    monkeypatch.setattr(DeepzEstimator, "_process_chunk", failing)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _run("est_crash", model, inp, out, chunk_size=500)
+    assert not os.path.exists(out)  # only ceci's inprogress_ file exists
+    monkeypatch.setattr(DeepzEstimator, "_process_chunk", original)
+    _run("est_crash2", model, inp, out, chunk_size=500)
+    assert qp.read(out).npdf == N_ROWS
+
+
+MPI_SCRIPT = """
+import sys
+from mpi4py import MPI
+from rail.deepz import DeepzEstimator
+model, inp, out = sys.argv[1:4]
+stage = DeepzEstimator.make_stage(name="est_mpi", model=model, input=inp, output=out, chunk_size=300,
+                                  hdf5_groupname="photometry", num_threads=1)
+stage.setup_mpi(MPI.COMM_WORLD)
+stage.run()
+stage.finalize()
+print(f"rank {MPI.COMM_WORLD.Get_rank()} done", flush=True)
+"""
+
+
+def _mpi_available() -> bool:
+    if shutil.which("mpiexec") is None:
+        return False
+    try:
+        import mpi4py  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _mpi_available(), reason="mpiexec or mpi4py not installed")
+def test_two_rank_estimate_equals_one_process(trained):
+    tmp, model, inp = trained
+    one = str(tmp / "one_rank.hdf5")
+    _run("est_1rank", model, inp, one, chunk_size=300)
+    script = tmp / "est_mpi.py"
+    script.write_text(MPI_SCRIPT)
+    two = str(tmp / "two_ranks.hdf5")
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    res = subprocess.run(["mpiexec", "-n", "2", sys.executable, str(script), model, inp, two], cwd=tmp, env=env,
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "rank 1 done" in res.stdout
+    a, b = _datasets(one), _datasets(two)
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    assert not [p for p in os.listdir(tmp) if ".rank" in p]  # part files removed
