@@ -206,10 +206,15 @@ class CheckpointStore:
         for name in names:
             path = os.path.join(self.folder, name)
             if name.endswith(".ckpt") or name.startswith(".ckpt_"):
-                if os.path.isfile(path):
+                try:
                     os.remove(path)
-        if not os.listdir(self.folder):
-            shutil.rmtree(self.folder, ignore_errors=True)
+                except FileNotFoundError:  # absent, or removed by another MPI rank
+                    pass
+        try:
+            if not os.listdir(self.folder):
+                shutil.rmtree(self.folder, ignore_errors=True)
+        except FileNotFoundError:  # another MPI rank removed the folder first
+            pass
 
 
 def _inputs_identity(inputs: Any) -> Any:

@@ -294,7 +294,7 @@ def train_deepz(
             f"{data.n_dropped_z} rows with a non-finite or negative redshift"
         )
     n = data.features.shape[0]
-    device = resolve_device(opts.device)
+    device = resolve_device(opts.device, rank)  # auto under MPI: GPU rank % n_gpus
     z = data.redshift
     sim_data = None
     if sims is not None:
