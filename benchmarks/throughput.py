@@ -332,21 +332,38 @@ def child_estimate(job: dict[str, Any]) -> dict[str, Any]:
     except ImportError:  # pragma: no cover
         torch_threads = None
     cr._seed_everything(job["seed"])
+    comm = None
+    if int(job.get("nprocess", 1)) > 1:
+        from mpi4py import MPI
+
+        comm = MPI.COMM_WORLD
+        comm.Barrier()
     sampler = RssSampler(job.get("rss_interval", 0.1))
     rss_before = sampler.rss_mb()
     sampler.start()
     c0, t0 = time.process_time(), time.perf_counter()
     stage = est_cls.make_stage(name=f"estimate_{name}", model=job["model"], input=job["input"], output=out,
                                hdf5_groupname=GROUP, chunk_size=cs, **cfg)
+    if comm is not None:
+        stage.setup_mpi(comm)
     stage.validate()
     t_run = time.perf_counter()
     stage.run()
     t_fin = time.perf_counter()
     stage.finalize()
+    if comm is not None:
+        comm.Barrier()
     t_end = time.perf_counter()
     wall = t_end - t0
     cpu = time.process_time() - c0
     rss = sampler.stop()
+    rank_stats = None
+    if comm is not None:  # every rank's CPU time and peak RSS; rank 0 reports
+        rank_stats = comm.gather(dict(cpu_s=cpu, ru_maxrss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                                      / 1024, peak_rss_mb=rss.get("peak_mb") if isinstance(rss, dict) else None), 0)
+        if comm.rank != 0:
+            return None
+        cpu = sum(r["cpu_s"] for r in rank_stats)
     timers.total["ceci finalize (rename)"] += t_end - t_fin
     timers.total["stage run + finalize"] = t_end - t_run
     n = int(job["rows"])
@@ -357,6 +374,7 @@ def child_estimate(job: dict[str, Any]) -> dict[str, Any]:
         cpu_per_wall=cpu / wall, gal_per_s=n / wall, gal_per_s_run_only=n / (t_fin - t_run),
         ru_maxrss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, rss_before_mb=rss_before,
         rss_sampled=rss, output_file=out, output_exists=os.path.exists(out),
+        nprocess=int(job.get("nprocess", 1)), rank_stats=rank_stats,
     )
     if os.path.exists(out):
         res["output_bytes"] = os.path.getsize(out)
@@ -469,7 +487,8 @@ def run_child(kind: str, job: dict[str, Any], workdir: str, threads: int | None,
                                      f"_t{threads or 0}.txt")
     try:
         with open(log_file, "w") as log:
-            rc = subprocess.run([sys.executable, os.path.abspath(__file__), "--_child", job_file],
+            launcher = ["mpiexec", "-n", str(job["nprocess"])] if int(job.get("nprocess", 1)) > 1 else []
+            rc = subprocess.run(launcher + [sys.executable, os.path.abspath(__file__), "--_child", job_file],
                                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir,
                                 timeout=timeout).returncode
     except subprocess.TimeoutExpired:
@@ -559,6 +578,8 @@ def markdown(report: dict[str, Any]) -> str:
                      f"| **failed**: {r.get('error')} |" + " |" * 8)
             continue
         thr = f"{r['torch_threads']}" + ("" if r.get("omp_num_threads") else " (default)")
+        if int(r.get("nprocess", 1)) > 1:
+            thr += f" x {r['nprocess']} MPI processes"
         L.append(f"| {r['estimator']} | {r['chunk_size']:,} | {thr} | {r['rows']:,} | {r['wall_s']:.1f} "
                  f"| {r['gal_per_s']:,.0f} | {r['gal_per_s_run_only']:,.0f} | {r['cpu_per_wall']:.2f} "
                  f"| {r['ru_maxrss_mb']:.0f} | {r['rss_sampled']['peak_mb']:.0f} "
@@ -598,6 +619,9 @@ def main(argv: list[str] | None = None) -> int:
                          "(0: leave unset = torch default, one thread per core; ceci's default is 1)")
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                     help="extra environment for the child processes, e.g. OMP_WAIT_POLICY=PASSIVE (repeatable)")
+    ap.add_argument("--nprocess", default="1",
+                    help="comma list of MPI process counts for the Deepz runs (mpiexec -n N, as ceci nprocess; "
+                         "each process uses --threads threads), e.g. 1,2")
     ap.add_argument("--no-profile", action="store_true", help="no timers around the Deepz functions")
     ap.add_argument("--micro", action="store_true",
                     help="also micro-benchmark the parts on min(rows, 100000) rows in memory")
@@ -617,6 +641,8 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:
             traceback.print_exc()
             res = dict(job, status="failed", error=f"{type(exc).__name__}: {exc}")
+        if res is None:  # an MPI rank other than 0
+            return 0
         with open(job["result_file"], "w") as fh:
             json.dump(res, fh, indent=1, default=str)
         return 0
@@ -670,17 +696,18 @@ def main(argv: list[str] | None = None) -> int:
         say(f"inform {name} end ({r['inform_wall_s']:.1f} s)")
 
     runs = []
-    plan = [("deepz", cs, t) for t in thread_list for cs in chunk_sizes] + \
-        [(c, chunk_sizes[0], t) for t in thread_list for c in compare]
-    for name, cs, nthreads in plan:
+    nprocs = [int(n) for n in args.nprocess.split(",") if n.strip()] or [1]
+    plan = [("deepz", cs, t, n) for n in nprocs for t in thread_list for cs in chunk_sizes] + \
+        [(c, chunk_sizes[0], t, 1) for t in thread_list for c in compare]
+    for name, cs, nthreads, nproc in plan:
         if name not in models:
             continue
-        tlabel = f", OMP_NUM_THREADS={nthreads}" if nthreads else ""
+        tlabel = (f", OMP_NUM_THREADS={nthreads}" if nthreads else "") + (f", {nproc} MPI processes" if nproc > 1 else "")
         say(f"estimate {name} chunk_size={cs:,}{tlabel} start")
         job = dict(estimator=name, chunk_size=cs, rows=args.rows, input=tiled_path, model=models[name]["path"],
                    output_file=os.path.join(workdir, f"output_{name}_{cs}.hdf5"), seed=args.seed,
                    keep_output=args.keep_output, profile=not args.no_profile,
-                   overrides=deepz_est if name == "deepz" else {})
+                   overrides=deepz_est if name == "deepz" else {}, nprocess=nproc)
         r = run_child("estimate", job, workdir, nthreads or None, args.timeout)
         r["load_average_after"] = cr.load_average()
         runs.append(r)
