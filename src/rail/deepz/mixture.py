@@ -124,7 +124,7 @@ def mode(
     return out
 
 
-def _mode(weights, means, stds, n_candidates, n_search, n_iter):
+def _mode(weights, means, stds, n_candidates, n_search, n_iter, n_polish=2, polish_iter=3):
     """Mode for component-major (K, n) mixtures."""
     base = torch.log(weights.clamp_min(1e-300)) - torch.log(stds) - _LOG_SQRT_2PI
     inv_var = 1.0 / (stds * stds)
@@ -136,11 +136,13 @@ def _mode(weights, means, stds, n_candidates, n_search, n_iter):
         s_b, s_mu, s_iv = base, means, inv_var
     c = min(n_candidates, s_b.shape[0])
     start = torch.gather(s_mu, 0, torch.topk(s_b, c, dim=0).indices)  # (c, n)
-    # search and polish on the full mixture in float32 (cheaper), then a final Newton step on the
-    # best candidate in the input precision
+    # search on the heaviest components, polish the best local maxima on the full mixture, both
+    # in float32 (cheaper), then a final Newton step on the best one in the input precision
     f32 = torch.float32
-    z, _ = _climb(start.to(f32), s_b.to(f32), s_mu.to(f32), s_iv.to(f32), n_iter)
-    z, lp = _climb(z, base.to(f32), means.to(f32), inv_var.to(f32), 3)
+    z, lp = _climb(start.to(f32), s_b.to(f32), s_mu.to(f32), s_iv.to(f32), n_iter)
+    if c > n_polish:
+        z = torch.gather(z, 0, torch.topk(lp, n_polish, dim=0).indices)
+    z, lp = _climb(z, base.to(f32), means.to(f32), inv_var.to(f32), polish_iter)
     z = torch.gather(z, 0, torch.argmax(lp, dim=0, keepdim=True)).to(means.dtype)
     return _climb(z, base, means, inv_var, 1)[0].squeeze(0)
 
