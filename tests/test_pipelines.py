@@ -72,7 +72,7 @@ def run_example(workdir, stem: str, threads: int | None = None) -> str:
             with open(folder / "logs" / name) as fh:
                 logs += f"\n--- {name}\n" + fh.read()[-3000:]
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:] + logs
-    return str(folder / "out")
+    return str(folder / _read_yaml(str(folder / f"{stem}.yml"))["output_dir"])
 
 
 @pytest.mark.parametrize("which,stem", [("deepz", "deepz_pipeline"), ("comparison", "comparison_pipeline")])
@@ -99,6 +99,7 @@ def test_examples_are_what_write_pipeline_writes(tmp_path, which, stem):
         assert not changed, f"{stage}: committed vs current values {changed}"
     pipe = _read_yaml(yml)
     assert pipe["config"] == f"{stem}_config.yml"
+    assert pipe["output_dir"] == ("out" if which == "deepz" else "out_comparison")
     assert all(s["nprocess"] == 1 for s in pipe["stages"])
     heavy = [s for s in pipe["stages"] if not s["name"].startswith("evaluate")]
     assert all(s["threads_per_process"] == 2 for s in heavy)

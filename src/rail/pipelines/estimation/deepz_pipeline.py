@@ -126,6 +126,8 @@ class DeepzPipeline(RailPipeline):
         ``threads_per_process`` (OMP/torch threads) of the simulate, inform and estimate stages.
     """
 
+    #: write_pipeline's default output and log folders
+    default_dirs: tuple[str, str] = ("out", "logs")
     #: the simulation needs no model: its ``model`` input is the placeholder "none"
     default_input_dict: dict[str, str] = dict(input_train="dummy.in", input_test="dummy.in",
                                               model_simulate_deepz="none")
@@ -171,6 +173,8 @@ class DeepzComparisonPipeline(RailPipeline):
     """
 
     default_input_dict: dict[str, str] = dict(input_train="dummy.in", input_test="dummy.in")
+    #: write_pipeline's default folders (kept apart from DeepzPipeline's, which uses the same file names)
+    default_dirs: tuple[str, str] = ("out_comparison", "logs_comparison")
 
     def __init__(self, algorithms: list[str] | None = None, seed: int = 87, device: str = "auto",
                  threads: int = 2) -> None:
@@ -217,7 +221,7 @@ def _merge(base: dict, over: dict) -> dict:
 
 
 def write_pipeline(pipeline: str | type[RailPipeline], yml_path: str, inputs: dict[str, str] | None = None,
-                   output_dir: str = "out", log_dir: str = "logs", stages_config: dict[str, dict] | None = None,
+                   output_dir: str | None = None, log_dir: str | None = None, stages_config: dict[str, dict] | None = None,
                    max_threads: int = 2, **kwargs: Any) -> tuple[str, str]:
     """Build a pipeline and write ``<yml_path>`` and ``<stem>_config.yml`` (works with ceci 2.6 and 2.7).
 
@@ -231,8 +235,9 @@ def write_pipeline(pipeline: str | type[RailPipeline], yml_path: str, inputs: di
         run ``ceci`` from the folder holding both files, or pass ``config=<path>``).
     inputs : dict, optional
         ``input_train`` / ``input_test`` paths (default: the DC2 test files of pz-rail-base).
-    output_dir, log_dir : str
-        Where ceci writes outputs and logs.
+    output_dir, log_dir : str, optional
+        Where ceci writes outputs and logs (default: the class's ``default_dirs``, ``out``/``logs`` for
+        DeepzPipeline and ``out_comparison``/``logs_comparison`` for DeepzComparisonPipeline).
     stages_config : dict, optional
         Per-stage option overrides, e.g. ``SMALL_SETTINGS`` or ``{"estimate_deepz": {"device": "cpu"}}``.
     max_threads : int
@@ -247,6 +252,8 @@ def write_pipeline(pipeline: str | type[RailPipeline], yml_path: str, inputs: di
     """
     cls = RailPipeline.get_pipeline_class(pipeline) if isinstance(pipeline, str) else pipeline
     pipe = cls(**kwargs)
+    default_out, default_log = getattr(cls, "default_dirs", ("out", "logs"))
+    output_dir, log_dir = output_dir or default_out, log_dir or default_log
     full_inputs = dict(cls.default_input_dict)
     full_inputs.update(inputs if inputs is not None else dc2_files())
     existed = {d: os.path.isdir(d) for d in (output_dir, log_dir)}
@@ -328,8 +335,8 @@ def main(argv: list[str] | None = None) -> None:
     w.add_argument("yml", help="pipeline file to write (the config goes to <stem>_config.yml)")
     w.add_argument("--train", help="training file (default: pz-rail-base DC2 training file)")
     w.add_argument("--test", help="test file (default: pz-rail-base DC2 validation file)")
-    w.add_argument("--output-dir", default="out")
-    w.add_argument("--log-dir", default="logs")
+    w.add_argument("--output-dir", help="default out (deepz) or out_comparison (comparison)")
+    w.add_argument("--log-dir", help="default logs (deepz) or logs_comparison (comparison)")
     w.add_argument("--device", default="auto", help="torch device of the Deepz stages")
     w.add_argument("--threads", type=int, default=2, help="threads_per_process of the heavy stages")
     w.add_argument("--n-sims", type=int, default=50_000, help="DeepzPipeline: simulated galaxies")
