@@ -153,3 +153,15 @@ def test_two_rank_estimate_equals_one_process(trained):
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
     assert not [p for p in os.listdir(tmp) if ".rank" in p]  # part files removed
+
+
+def test_reduced_precision_is_close_to_float32(trained):
+    tmp, model, inp = trained
+    ref = qp.read(_run("est_f32", model, inp, str(tmp / "f32.hdf5")).get_output("output", final_name=True))
+    bf = qp.read(_run("est_bf16", model, inp, str(tmp / "bf16.hdf5"),
+                      precision="bfloat16").get_output("output", final_name=True))
+    dz = np.abs(bf.ancil["zmode"] - ref.ancil["zmode"]) / (1 + ref.ancil["zmode"])
+    assert np.median(dz) < 0.005 and np.all(np.isfinite(bf.objdata["stds"]))
+    assert not np.array_equal(bf.ancil["zmode"], ref.ancil["zmode"])  # it did run in bfloat16
+    with pytest.raises(ValueError, match="precision"):
+        DeepzEstimator.make_stage(name="est_badprec", model=model, precision="float8").validate()

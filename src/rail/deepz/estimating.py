@@ -19,6 +19,8 @@ from .networks import SIGMA_MIN, Architecture, DeepzEnsemble, StackedBatchNorm, 
 __all__ = ["DeepzPredictor", "ANCIL_KEYS", "FusedEnsemble"]
 
 ANCIL_KEYS = ("zmode", "zmean", "zmedian", "zstd", "odds", "deepz_flag")
+# network precision at inference: None = float32; reduced precision is meant for GPUs
+PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class FusedEnsemble:
@@ -93,12 +95,15 @@ class DeepzPredictor:
     batch_size : galaxies per network forward pass (independent of the catalogue chunk size)
     """
 
-    def __init__(self, model: dict, device: torch.device, batch_size: int = 1024) -> None:
+    def __init__(self, model: dict, device: torch.device, batch_size: int = 1024, precision: str = "float32") -> None:
         validate_model(model)
+        if precision not in PRECISIONS:
+            raise ValueError(f"option 'precision' must be one of {list(PRECISIONS)}, got {precision!r}")
         meta, arrays = model["meta"], model["arrays"]
         self.meta = meta
         self.device = device
         self.batch_size = int(batch_size)
+        self.precision = precision
         self.bands: list[str] = list(meta["bands"])
         self.ref_index = self.bands.index(meta["ref_band"])
         self.limits = np.array([meta["mag_limits"][b] for b in self.bands])
@@ -154,12 +159,23 @@ class DeepzPredictor:
 
     @torch.inference_mode()
     def mixtures(self, x: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Calibrated pooled mixtures (N, K) in float64 for unscaled features x (N, F)."""
+        """Calibrated pooled mixtures (N, K) in float64 for unscaled features x (N, F).
+
+        On a GPU the whole chunk goes over in one pinned-memory copy; with ``precision``
+        'bfloat16'/'float16' the network layers run under autocast (mixture outputs in float32).
+        """
         out_w, out_m, out_s = [], [], []
+        xt = torch.as_tensor(np.ascontiguousarray(x))
+        if self.device.type == "cuda":
+            xt = xt.pin_memory().to(self.device, non_blocking=True)
+        low = PRECISIONS[self.precision]
         for s in range(0, x.shape[0], self.batch_size):
-            xb = torch.as_tensor(x[s : s + self.batch_size]).to(self.device, non_blocking=True)
-            xb = (xb - self.mean) / self.std
-            log_w, means, stds = self.fused.mixture(xb)
+            xb = (xt[s : s + self.batch_size].to(self.device) - self.mean) / self.std
+            if low is None:
+                log_w, means, stds = self.fused.mixture(xb)
+            else:
+                with torch.autocast(device_type=self.device.type, dtype=low):
+                    log_w, means, stds = (t.float() for t in self.fused.mixture(xb))
             log_w, means, stds = apply_calibration(log_w, means, stds, self.calibration)
             w, m, sd = mixture.combine_members(log_w.double(), means.double(), stds.double())
             w = w / w.sum(-1, keepdim=True)

@@ -23,7 +23,7 @@ from rail.estimation.informer import CatInformer
 from rail.deepz import mixture
 from rail.deepz.checkpoint import CheckpointStore
 from rail.deepz.devices import resolve_device, set_num_threads
-from rail.deepz.estimating import ANCIL_KEYS, DeepzPredictor
+from rail.deepz.estimating import ANCIL_KEYS, PRECISIONS, DeepzPredictor
 from rail.deepz.augmentation import COADD_MODES, Augmentation
 from rail.deepz.informing import USE_EXPOSURES, InformOptions, TransferOptions, train_deepz
 from rail.deepz.output import RankPartQPHandle, merge_parts, parallel_hdf5_available, part_path, rank_ranges
@@ -378,6 +378,8 @@ class DeepzEstimator(CheckedOptions, CatEstimator):
         odds_window=Param(float, 0.06, msg="ODDS half-width in units of (1 + zmode)"),
         device=Param(str, "auto", msg="'auto' (CUDA when available, GPU rank % n_gpus under MPI), 'cpu', 'cuda[:N]'"),
         num_threads=Param(int, 0, msg="torch CPU threads; 0 = torch default (ceci sets OMP_NUM_THREADS)"),
+        precision=Param(str, "float32", msg="network precision at inference: 'float32', or on a GPU 'bfloat16'/"
+                        "'float16' (autocast; see benchmarks/gpu_check.py for the measured effect)"),
         n_output_components=Param(int, 0, msg="merge each PDF to at most this many Gaussians (moment-preserving; "
                                   "0 = keep all members x n_gaussians; 1 = one Gaussian + point estimates)"),
     )
@@ -444,6 +446,8 @@ class DeepzEstimator(CheckedOptions, CatEstimator):
         _check_positive(self.config, ["batch_size", "chunk_size"])
         if not self.config.odds_window > 0:
             raise ValueError(f"option 'odds_window' must be > 0, got {self.config.odds_window}")
+        if self.config.precision not in PRECISIONS:
+            raise ValueError(f"option 'precision' must be one of {list(PRECISIONS)}, got {self.config.precision!r}")
         if self.config.n_output_components < 0:
             raise ValueError("option 'n_output_components' must be >= 0 (0 = all), "
                              f"got {self.config.n_output_components}")
@@ -462,7 +466,8 @@ class DeepzEstimator(CheckedOptions, CatEstimator):
             raise ValueError("the model is an autoencoder trained alone (phase='autoencoder'): it has no redshift "
                              "network; fine-tune it with DeepzInformer(pretrained_model=...) first")
         set_num_threads(self.config.num_threads)
-        self.predictor = DeepzPredictor(model, resolve_device(self.config.device, self.rank), self.config.batch_size)
+        self.predictor = DeepzPredictor(model, resolve_device(self.config.device, self.rank), self.config.batch_size,
+                                        self.config.precision)
         self.predictor.check_columns(self.config.bands, self.config.err_bands)
         return self.model
 
