@@ -580,7 +580,11 @@ def markdown(report: dict[str, Any]) -> str:
         thr = f"{r['torch_threads']}" + ("" if r.get("omp_num_threads") else " (default)")
         if int(r.get("nprocess", 1)) > 1:
             thr += f" x {r['nprocess']} MPI processes"
-        L.append(f"| {r['estimator']} | {r['chunk_size']:,} | {thr} | {r['rows']:,} | {r['wall_s']:.1f} "
+        label = r["estimator"]
+        extra = {k: v for k, v in (r.get("config") or {}).items() if k in ("n_output_components", "precision")}
+        if extra:
+            label += " " + ", ".join(f"{k}={v}" for k, v in extra.items())
+        L.append(f"| {label} | {r['chunk_size']:,} | {thr} | {r['rows']:,} | {r['wall_s']:.1f} "
                  f"| {r['gal_per_s']:,.0f} | {r['gal_per_s_run_only']:,.0f} | {r['cpu_per_wall']:.2f} "
                  f"| {r['ru_maxrss_mb']:.0f} | {r['rss_sampled']['peak_mb']:.0f} "
                  f"| {cr._f(r.get('output_bytes', 0) / 1e6, '.0f')} | {cr._f(r.get('output_bytes_per_galaxy'), '.0f')} "
@@ -619,6 +623,9 @@ def main(argv: list[str] | None = None) -> int:
                          "(0: leave unset = torch default, one thread per core; ceci's default is 1)")
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                     help="extra environment for the child processes, e.g. OMP_WAIT_POLICY=PASSIVE (repeatable)")
+    ap.add_argument("--variants", default="",
+                    help="JSON list of extra DeepzEstimator override dicts, each run as its own Deepz row "
+                         "(first chunk size), e.g. '[{\"n_output_components\": 10}, {\"n_output_components\": 1}]'")
     ap.add_argument("--nprocess", default="1",
                     help="comma list of MPI process counts for the Deepz runs (mpiexec -n N, as ceci nprocess; "
                          "each process uses --threads threads), e.g. 1,2")
@@ -697,9 +704,13 @@ def main(argv: list[str] | None = None) -> int:
 
     runs = []
     nprocs = [int(n) for n in args.nprocess.split(",") if n.strip()] or [1]
-    plan = [("deepz", cs, t, n) for n in nprocs for t in thread_list for cs in chunk_sizes] + \
-        [(c, chunk_sizes[0], t, 1) for t in thread_list for c in compare]
-    for name, cs, nthreads, nproc in plan:
+    variants = json.loads(args.variants) if args.variants else []
+    if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
+        raise SystemExit("--variants: expected a JSON list of objects")
+    plan = [("deepz", cs, t, n, deepz_est) for n in nprocs for t in thread_list for cs in chunk_sizes] + \
+        [("deepz", chunk_sizes[0], thread_list[0], n, {**deepz_est, **v}) for n in nprocs for v in variants] + \
+        [(c, chunk_sizes[0], t, 1, {}) for t in thread_list for c in compare]
+    for name, cs, nthreads, nproc, overrides in plan:
         if name not in models:
             continue
         tlabel = (f", OMP_NUM_THREADS={nthreads}" if nthreads else "") + (f", {nproc} MPI processes" if nproc > 1 else "")
@@ -707,7 +718,7 @@ def main(argv: list[str] | None = None) -> int:
         job = dict(estimator=name, chunk_size=cs, rows=args.rows, input=tiled_path, model=models[name]["path"],
                    output_file=os.path.join(workdir, f"output_{name}_{cs}.hdf5"), seed=args.seed,
                    keep_output=args.keep_output, profile=not args.no_profile,
-                   overrides=deepz_est if name == "deepz" else {}, nprocess=nproc)
+                   overrides=overrides, nprocess=nproc)
         r = run_child("estimate", job, workdir, nthreads or None, args.timeout)
         r["load_average_after"] = cr.load_average()
         runs.append(r)

@@ -223,6 +223,11 @@ def reduce_components(
     k = weights.shape[-1]
     if n_components < 1:
         raise ValueError(f"n_components must be >= 1, got {n_components}")
+    if n_components == 1:  # one moment-matched Gaussian
+        total = weights.sum(-1, keepdim=True)
+        mu = (weights * means).sum(-1, keepdim=True) / total
+        var = (weights * (stds * stds + (means - mu) ** 2)).sum(-1, keepdim=True) / total
+        return total, mu, torch.sqrt(var)
     order = torch.argsort(means, dim=-1)
     # component-major (K, N): each step's ops run over contiguous rows
     w, m, v = (torch.gather(t, -1, order).transpose(0, 1).contiguous() for t in (weights, means, stds * stds))
@@ -248,10 +253,12 @@ def reduce_components(
         best = torch.cat(picks)  # (q, N) first components of the merged pairs
         mm = fi * m[:-1] + fj * m[1:]
         keep = torch.ones(k, w.shape[1], dtype=torch.bool, device=w.device).scatter_(0, best + 1, False)
+        # packed position of every kept component; the dropped ones go to a spare last row
+        pos = torch.where(keep, torch.cumsum(keep, 0) - 1, k - q)
         new = []
         for t, x in zip((w, m, v, logv), (ws, mm, vm, lvm)):
             t = t.scatter(0, best, torch.gather(x, 0, best))
-            new.append(t.transpose(0, 1)[keep.transpose(0, 1)].reshape(w.shape[1], k - q).transpose(0, 1))
+            new.append(torch.empty(k - q + 1, w.shape[1], dtype=t.dtype, device=t.device).scatter_(0, pos, t)[: k - q])
         w, m, v, logv = new
         k -= q
     return w.transpose(0, 1).contiguous(), m.transpose(0, 1).contiguous(), torch.sqrt(v).transpose(0, 1).contiguous()
