@@ -57,8 +57,29 @@ def _parallel_child(rows: int, n_jobs: int, seed: int, digest_path: str) -> None
                           load_after=[round(v, 2) for v in os.getloadavg()], sha256=digest.hexdigest())))
 
 
+def _spin(seconds: float) -> float:
+    """Busy-loop for ``seconds`` of wall time; returns the CPU seconds this process got."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    while time.perf_counter() - t0 < seconds:
+        sum(range(10_000))
+    return time.process_time() - c0
+
+
+def cpu_probe(seconds: float = 3.0) -> dict:
+    """CPU a busy process gets alone and with 1 sibling: how many cores are free for n_jobs=2."""
+    import multiprocessing  # pylint: disable=import-outside-toplevel
+
+    alone = _spin(seconds)
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        pair = pool.map(_spin, [seconds, seconds])
+    return dict(seconds=seconds, cores_used_by_1_process=round(alone / seconds, 2),
+                cores_used_by_2_processes=round(sum(pair) / seconds, 2))
+
+
 def parallel(args: argparse.Namespace) -> None:
     """n_jobs sweep of the default engine (--parallel)."""
+    probe = cpu_probe()
+    print(f"[{time.strftime('%H:%M:%S')}] CPU probe (busy loops): {probe}", flush=True)
     env = dict(os.environ)
     if args.threads > 0:
         for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -88,7 +109,7 @@ def parallel(args: argparse.Namespace) -> None:
     with open(os.path.join(out_dir, "bench_simulation_parallel.json"), "w", encoding="utf-8") as f:
         json.dump(dict(machine=dict(cpus=os.cpu_count(), python=platform.python_version(),
                                     processor=platform.processor() or platform.machine()),
-                       threads=args.threads, seed=args.seed, results=rows, speedup=speedups,
+                       threads=args.threads, seed=args.seed, cpu_probe=probe, results=rows, speedup=speedups,
                        catalogues_identical=identical), f, indent=2)
 
 
