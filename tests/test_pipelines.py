@@ -111,7 +111,7 @@ def test_small_config_overrides(tmp_path):
     cfg = _read_yaml(out)
     assert cfg["simulate_deepz"]["n_samples"] == SMALL_SETTINGS["simulate_deepz"]["n_samples"]
     assert cfg["inform_deepz"]["epochs_per_step"] == SMALL_SETTINGS["inform_deepz"]["epochs_per_step"]
-    assert cfg["inform_deepz"]["learning_rates"] == [1e-3, 1e-4, 1e-5]  # untouched keys are kept
+    assert cfg["inform_deepz"]["weight_decay"] == 1e-5 and cfg["inform_deepz"]["seed"] == 87  # untouched keys kept
 
 
 @pytest.fixture(scope="module")
@@ -135,9 +135,9 @@ def test_deepz_pipeline_runs_with_ceci(deepz_out):
     assert np.all((odds >= 0) & (odds <= 1))
     summary = {k: float(np.squeeze(v)) for k, v in
                tables_io.read(os.path.join(deepz_out, "summary_evaluate_deepz.hdf5")).items()}
-    # tiny training on 1,000 galaxies: loose sanity bounds only
-    assert 0.0 < summary["point_stats_sigma68_zmode_redshift"] < 0.5
-    assert 0.0 <= summary["point_outlier_frac_015_zmode_redshift"] < 0.6
+    # small networks trained briefly on 1,000 galaxies: loose sanity bounds only
+    assert 0.0 < summary["point_stats_sigma68_zmode_redshift"] < 0.3
+    assert 0.0 <= summary["point_outlier_frac_015_zmode_redshift"] < 0.4
     assert np.isfinite(summary["cdeloss_redshift"]) and summary["cdeloss_redshift"] < 0
     pit = qp.read_dict(os.path.join(deepz_out, "single_distribution_summary_evaluate_deepz.hdf5"))
     assert pit["pit_redshift"].npdf == 1
@@ -158,7 +158,7 @@ def test_comparison_pipeline_runs_with_ceci(comparison_out):
     summaries = read_summaries(comparison_out)
     assert sorted(summaries) == sorted(COMPARED)
     for algo, summary in summaries.items():
-        assert 0.0 < summary["point_stats_sigma68_zmode_redshift"] < 0.5, algo
+        assert 0.0 < summary["point_stats_sigma68_zmode_redshift"] < (0.3 if algo == "deepz" else 0.5), algo
         assert np.isfinite(summary["cdeloss_redshift"]), algo
 
 
