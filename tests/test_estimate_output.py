@@ -64,8 +64,9 @@ def test_merge_parts_rejects_missing_rows(tmp_path):
 
 def test_compact_output_preserves_moments_and_calibration(trained, dc2_valid):
     tmp, model, inp = trained
-    full = qp.read(_run("est_full", model, inp, str(tmp / "full.hdf5")).get_output("output", final_name=True))
-    small = qp.read(_run("est_small", model, inp, str(tmp / "small.hdf5"),
+    full = qp.read(_run("est_full", model, inp, str(tmp / "full.hdf5"), pdf_dtype="float64").get_output(
+        "output", final_name=True))
+    small = qp.read(_run("est_small", model, inp, str(tmp / "small.hdf5"), pdf_dtype="float64",
                          n_output_components=2).get_output("output", final_name=True))
     wf, ws = full.objdata["weights"], small.objdata["weights"]
     assert ws.shape == (N_ROWS, 2) and wf.shape[1] == 6  # 2 members x 3 Gaussians
@@ -83,7 +84,7 @@ def test_compact_output_preserves_moments_and_calibration(trained, dc2_valid):
 
 def test_one_gaussian_output_is_moment_matched(trained):
     tmp, model, inp = trained
-    one = qp.read(_run("est_one", model, inp, str(tmp / "one.hdf5"),
+    one = qp.read(_run("est_one", model, inp, str(tmp / "one.hdf5"), pdf_dtype="float64",
                        n_output_components=1).get_output("output", final_name=True))
     assert one.objdata["weights"].shape == (N_ROWS, 1)
     np.testing.assert_allclose(one.objdata["means"][:, 0], one.ancil["zmean"], atol=1e-12)
@@ -165,3 +166,15 @@ def test_reduced_precision_is_close_to_float32(trained):
     assert not np.array_equal(bf.ancil["zmode"], ref.ancil["zmode"])  # it did run in bfloat16
     with pytest.raises(ValueError, match="precision"):
         DeepzEstimator.make_stage(name="est_badprec", model=model, precision="float8").validate()
+
+
+def test_float32_pdfs_are_the_rounded_float64_pdfs(trained):
+    tmp, model, inp = trained
+    f64 = qp.read(_run("est_d64", model, inp, str(tmp / "d64.hdf5"), pdf_dtype="float64").get_output(
+        "output", final_name=True))
+    f32 = qp.read(_run("est_d32", model, inp, str(tmp / "d32.hdf5")).get_output("output", final_name=True))
+    assert f32.objdata["means"].dtype == np.float32 and f64.objdata["means"].dtype == np.float64
+    for key in ("means", "stds"):
+        np.testing.assert_array_equal(f32.objdata[key], f64.objdata[key].astype(np.float32))
+    np.testing.assert_allclose(f32.ancil["zmode"], f64.ancil["zmode"], atol=1e-5)
+    assert os.path.getsize(tmp / "d32.hdf5") < 0.7 * os.path.getsize(tmp / "d64.hdf5")  # 6 components + ancil

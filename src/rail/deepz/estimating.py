@@ -21,6 +21,8 @@ __all__ = ["DeepzPredictor", "ANCIL_KEYS", "FusedEnsemble"]
 ANCIL_KEYS = ("zmode", "zmean", "zmedian", "zstd", "odds", "deepz_flag")
 # network precision at inference: None = float32; reduced precision is meant for GPUs
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# dtype of the stored mixture parameters
+PDF_DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
 class FusedEnsemble:
@@ -205,12 +207,15 @@ class DeepzPredictor:
 
     @torch.inference_mode()
     def predict(
-        self, table: Mapping, err_bands: Sequence[str], odds_window: float = 0.06, n_output_components: int = 0
+        self, table: Mapping, err_bands: Sequence[str], odds_window: float = 0.06, n_output_components: int = 0,
+        pdf_dtype: str = "float32",
     ) -> dict[str, np.ndarray]:
         """PDFs and point estimates for every row of a table.
 
-        Returns a dict of numpy arrays: ``weights``, ``means``, ``stds`` (N, K) float64 and the
-        ancil columns zmode, zmean, zmedian, zstd, odds (N,) and deepz_flag (N,) int32.
+        Returns a dict of numpy arrays: ``weights``, ``means``, ``stds`` (N, K) in ``pdf_dtype``
+        ('float32' or 'float64'; the point estimates are computed in float64 from the stored
+        values) and the ancil columns zmode, zmean, zmedian, zstd, odds (N,) float64 and
+        deepz_flag (N,) int32.
         ``n_output_components`` > 0 merges each mixture down to at most that many Gaussians
         (moment-preserving, :func:`rail.deepz.mixture.reduce_components`); the point estimates
         are then those of the merged mixture (zmean and zstd are unchanged by the merge).
@@ -225,8 +230,15 @@ class DeepzPredictor:
                 t[rows] = torch.as_tensor(self.prior[key], dtype=t.dtype, device=t.device)
         if 0 < n_output_components < w.shape[1]:
             w, m, s = mixture.reduce_components(w, m, s, n_output_components)
+        if pdf_dtype not in PDF_DTYPES:
+            raise ValueError(f"option 'pdf_dtype' must be one of {list(PDF_DTYPES)}, got {pdf_dtype!r}")
+        if pdf_dtype == "float32":  # round once; point estimates from exactly the stored values
+            w = w.float()
+            w = (w / w.sum(-1, keepdim=True)).double()
+            m, s = m.float().double(), s.float().double()
         points = self.point_estimates(w, m, s, odds_window)
-        result = dict(weights=w.cpu().numpy(), means=m.cpu().numpy(), stds=s.cpu().numpy())
+        out_dtype = PDF_DTYPES[pdf_dtype]
+        result = {k: t.cpu().numpy().astype(out_dtype) for k, t in (("weights", w), ("means", m), ("stds", s))}
         result.update(points)
         result["deepz_flag"] = flags
         return result

@@ -23,7 +23,7 @@ from rail.estimation.informer import CatInformer
 from rail.deepz import mixture
 from rail.deepz.checkpoint import CheckpointStore
 from rail.deepz.devices import resolve_device, set_num_threads
-from rail.deepz.estimating import ANCIL_KEYS, PRECISIONS, DeepzPredictor
+from rail.deepz.estimating import ANCIL_KEYS, PDF_DTYPES, PRECISIONS, DeepzPredictor
 from rail.deepz.augmentation import COADD_MODES, Augmentation
 from rail.deepz.informing import USE_EXPOSURES, InformOptions, TransferOptions, train_deepz
 from rail.deepz.output import RankPartQPHandle, merge_parts, parallel_hdf5_available, part_path, rank_ranges
@@ -380,6 +380,8 @@ class DeepzEstimator(CheckedOptions, CatEstimator):
         num_threads=Param(int, 0, msg="torch CPU threads; 0 = torch default (ceci sets OMP_NUM_THREADS)"),
         precision=Param(str, "float32", msg="network precision at inference: 'float32', or on a GPU 'bfloat16'/"
                         "'float16' (autocast; see benchmarks/gpu_check.py for the measured effect)"),
+        pdf_dtype=Param(str, "float32", msg="dtype of the stored mixture weights/means/stds: 'float32' (half the "
+                        "bytes; relative rounding 6e-8) or 'float64'"),
         n_output_components=Param(int, 0, msg="merge each PDF to at most this many Gaussians (moment-preserving; "
                                   "0 = keep all members x n_gaussians; 1 = one Gaussian + point estimates)"),
     )
@@ -446,6 +448,8 @@ class DeepzEstimator(CheckedOptions, CatEstimator):
         _check_positive(self.config, ["batch_size", "chunk_size"])
         if not self.config.odds_window > 0:
             raise ValueError(f"option 'odds_window' must be > 0, got {self.config.odds_window}")
+        if self.config.pdf_dtype not in PDF_DTYPES:
+            raise ValueError(f"option 'pdf_dtype' must be one of {list(PDF_DTYPES)}, got {self.config.pdf_dtype!r}")
         if self.config.precision not in PRECISIONS:
             raise ValueError(f"option 'precision' must be one of {list(PRECISIONS)}, got {self.config.precision!r}")
         if self.config.n_output_components < 0:
@@ -474,7 +478,7 @@ class DeepzEstimator(CheckedOptions, CatEstimator):
     def _process_chunk(self, start: int, end: int, data: Any, first: bool) -> None:
         assert self.predictor is not None
         res = self.predictor.predict(data, self.config.err_bands, self.config.odds_window,
-                                     self.config.n_output_components)
+                                     self.config.n_output_components, self.config.pdf_dtype)
         ens = qp.Ensemble(
             qp.mixmod,
             data=dict(weights=res["weights"], means=res["means"], stds=res["stds"]),
