@@ -20,7 +20,7 @@ def test_n_jobs_gives_identical_catalogues():
         np.testing.assert_array_equal(one[key], two[key], err_msg=key)
 
 
-def test_stage_has_n_jobs_option():
+def test_stage_has_n_jobs_option(in_tmp):
     from rail.creation.engines.deepz_sims import DeepzSimCreator
 
     stage = DeepzSimCreator.make_stage(name="sims_parallel", n_samples=50, seed=2, n_jobs=2)
