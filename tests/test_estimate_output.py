@@ -178,3 +178,38 @@ def test_float32_pdfs_are_the_rounded_float64_pdfs(trained):
         np.testing.assert_array_equal(f32.objdata[key], f64.objdata[key].astype(np.float32))
     np.testing.assert_allclose(f32.ancil["zmode"], f64.ancil["zmode"], atol=1e-5)
     assert os.path.getsize(tmp / "d32.hdf5") < 0.7 * os.path.getsize(tmp / "d64.hdf5")  # 6 components + ancil
+
+
+@pytest.mark.skipif(not _mpi_available(), reason="mpiexec or mpi4py not installed")
+def test_ceci_estimate_stage_with_nprocess_2_equals_one_process(trained):
+    """The estimate stage as ceci runs it with ``nprocess: 2`` (mpiexec ... --mpi) == one process."""
+    import yaml
+
+    tmp, model, inp = trained
+    one = str(tmp / "ceci_one_rank.hdf5")
+    _run("est_ceci_ref", model, inp, one, chunk_size=300)
+    folder = tmp / "ceci_mpi"
+    folder.mkdir()
+    pipe = dict(
+        output_dir="out", log_dir="logs", resume=False, config="config.yml", modules="rail",
+        inputs=dict(input_test=inp, model_inform_deepz=model),
+        stages=[dict(name="estimate_deepz", classname="DeepzEstimator", module_name="rail.estimation.algos.deepz",
+                     nprocess=2, threads_per_process=1,
+                     aliases=dict(input="input_test", model="model_inform_deepz", output="output_estimate_deepz"))],
+        site=dict(name="local", max_threads=2, mpi_command="mpiexec -n"),
+    )
+    config = dict(estimate_deepz=dict(name="estimate_deepz", hdf5_groupname="photometry", chunk_size=300,
+                                      num_threads=1))
+    (folder / "pipe.yml").write_text(yaml.safe_dump(pipe))
+    (folder / "config.yml").write_text(yaml.safe_dump(config))
+    ceci = shutil.which("ceci") or os.path.join(os.path.dirname(sys.executable), "ceci")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    res = subprocess.run([ceci, "pipe.yml"], cwd=folder, env=env, capture_output=True, text=True, timeout=300,
+                         check=False)
+    logs = "".join(p.read_text() for p in (folder / "logs").glob("*")) if (folder / "logs").exists() else ""
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:] + logs[-3000:]
+    two = folder / "out" / "output_estimate_deepz.hdf5"
+    assert "mpiexec -n 2" in res.stdout and "--mpi" in res.stdout  # ceci launched 2 MPI ranks
+    a, b = _datasets(one), _datasets(str(two))
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
