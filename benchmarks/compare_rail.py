@@ -39,7 +39,6 @@ import platform
 import resource
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import traceback

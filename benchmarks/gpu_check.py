@@ -55,7 +55,6 @@ def main(argv: list[str] | None = None) -> int:
     import qp
     import tables_io
     import torch
-    from rail.core.data import TableHandle
 
     from rail.deepz import DeepzEstimator, DeepzInformer, DeepzSimCreator
     from rail.deepz.metrics import photoz_scores

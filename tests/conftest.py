@@ -1,4 +1,5 @@
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -62,3 +63,17 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+def mpi_available() -> bool:
+    """mpiexec on PATH and mpi4py importable (the MPI tests skip otherwise)."""
+    if shutil.which("mpiexec") is None:
+        return False
+    try:
+        import mpi4py  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    except ImportError:
+        return False
+    return True
+
+
+needs_mpi = pytest.mark.skipif(not mpi_available(), reason="mpiexec or mpi4py not installed")

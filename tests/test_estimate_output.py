@@ -12,7 +12,7 @@ import qp
 import tables_io
 import torch
 
-from conftest import TINY
+from conftest import TINY, needs_mpi
 from rail.deepz import DeepzEstimator, DeepzInformer
 from rail.deepz import mixture as MX
 from rail.deepz.output import merge_parts, rank_ranges
@@ -126,17 +126,8 @@ print(f"rank {MPI.COMM_WORLD.Get_rank()} done", flush=True)
 """
 
 
-def _mpi_available() -> bool:
-    if shutil.which("mpiexec") is None:
-        return False
-    try:
-        import mpi4py  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-    except ImportError:
-        return False
-    return True
 
-
-@pytest.mark.skipif(not _mpi_available(), reason="mpiexec or mpi4py not installed")
+@needs_mpi
 def test_two_rank_estimate_equals_one_process(trained):
     tmp, model, inp = trained
     one = str(tmp / "one_rank.hdf5")
@@ -180,7 +171,7 @@ def test_float32_pdfs_are_the_rounded_float64_pdfs(trained):
     assert os.path.getsize(tmp / "d32.hdf5") < 0.7 * os.path.getsize(tmp / "d64.hdf5")  # 6 components + ancil
 
 
-@pytest.mark.skipif(not _mpi_available(), reason="mpiexec or mpi4py not installed")
+@needs_mpi
 def test_ceci_estimate_stage_with_nprocess_2_equals_one_process(trained):
     """The estimate stage as ceci runs it with ``nprocess: 2`` (mpiexec ... --mpi) == one process."""
     import yaml

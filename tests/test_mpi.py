@@ -6,14 +6,12 @@ the model has every member and equals the model one process trains with the same
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import numpy as np
-import pytest
 
-from conftest import TINY
+from conftest import TINY, needs_mpi
 from rail.deepz.model_io import load_model
 from rail.estimation.algos.deepz import DeepzInformer
 
@@ -34,17 +32,8 @@ print(f"rank {MPI.COMM_WORLD.Get_rank()} done", flush=True)
 """
 
 
-def _mpi_available() -> bool:
-    if shutil.which("mpiexec") is None:
-        return False
-    try:
-        import mpi4py  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-    except ImportError:
-        return False
-    return True
 
-
-@pytest.mark.skipif(not _mpi_available(), reason="mpiexec or mpi4py not installed")
+@needs_mpi
 def test_two_rank_inform_equals_one_process(small_train, in_tmp, one_torch_thread):
     config = dict(TINY, n_folds=3)  # 3 members: ranks train 2 + 1
     script = in_tmp / "inform_mpi.py"

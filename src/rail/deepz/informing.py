@@ -15,7 +15,7 @@ from .calibration import Calibration, fit_calibration
 from .devices import resolve_device
 from .model_io import FORMAT, FORMAT_VERSION, DeepzModel, package_versions
 from .networks import Architecture, DeepzEnsemble, default_layers, init_members
-from .training import AuxiliaryData, TrainConfig, ensemble_splits, predict, train_ensemble
+from .training import TrainConfig, ensemble_splits, predict, train_ensemble
 
 if TYPE_CHECKING:
     from .checkpoint import CheckpointStore

@@ -29,7 +29,7 @@ from . import features as feat
 from .calibration import Calibration
 from .devices import resolve_device
 from .model_io import FORMAT, FORMAT_VERSION, DeepzModel, package_versions
-from .training import NETWORK_PARTS, AuxiliaryData, TrainConfig, ensemble_splits, train_ensemble
+from .training import NETWORK_PARTS, AuxiliaryData, TrainConfig, train_ensemble
 
 if TYPE_CHECKING:
     from .checkpoint import CheckpointStore
