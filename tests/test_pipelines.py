@@ -227,3 +227,11 @@ def test_command_line_write_and_link_data(tmp_path, capsys):
     assert cfg["inform_deepz"]["device"] == "cpu" and cfg["estimate_deepz"]["device"] == "cpu"
     assert all(s.get("threads_per_process", 1) == 1 for s in pipe["stages"])
     assert "wrote" in capsys.readouterr().out
+
+
+def test_nprocess_reaches_the_deepz_inform_and_estimate_stages(tmp_path):
+    yml, _ = write_pipeline("DeepzPipeline", str(tmp_path / "mpi.yml"), nprocess=2, max_threads=4)
+    stages = {st["name"]: st for st in _read_yaml(yml)["stages"]}
+    assert stages["estimate_deepz"]["nprocess"] == 2 and stages["inform_deepz"]["nprocess"] == 2
+    assert stages["simulate_deepz"]["nprocess"] == 1
+    assert _read_yaml(yml)["site"]["max_threads"] == 4

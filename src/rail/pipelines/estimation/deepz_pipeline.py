@@ -100,9 +100,14 @@ def _evaluator_kwargs(algo: str, estimate_stage: Any, chunk_size: int = 2000) ->
     )
 
 
-def _set_threads(pipe: RailPipeline, threads: dict[str, int]) -> None:
+def _set_threads(pipe: RailPipeline, threads: dict[str, int], nprocess: int = 1) -> None:
+    """threads_per_process per stage; ``nprocess`` MPI ranks for the Deepz inform and estimate stages."""
     for name, n in threads.items():
         pipe.get_stage_execution_config(name).threads_per_process = int(n)
+    if int(nprocess) < 1:
+        raise ValueError(f"nprocess must be >= 1, got {nprocess}")
+    for name in ("inform_deepz", "estimate_deepz"):
+        pipe.get_stage_execution_config(name).nprocess = int(nprocess)
 
 
 class DeepzPipeline(RailPipeline):
@@ -125,6 +130,9 @@ class DeepzPipeline(RailPipeline):
         Torch device of the informer and estimator ('auto': CUDA when present, else CPU).
     threads : int
         ``threads_per_process`` (OMP/torch threads) of the simulate, inform and estimate stages.
+    nprocess : int
+        MPI ranks of the inform (ensemble members spread over ranks) and estimate (chunks spread
+        over ranks) stages; ceci launches them with the site's ``mpi_command``.
     """
 
     #: write_pipeline's default output and log folders
@@ -133,7 +141,8 @@ class DeepzPipeline(RailPipeline):
     default_input_dict: dict[str, str] = dict(input_train="dummy.in", input_test="dummy.in",
                                               model_simulate_deepz="none")
 
-    def __init__(self, n_sims: int = 50_000, seed: int = 87, device: str = "auto", threads: int = 2) -> None:
+    def __init__(self, n_sims: int = 50_000, seed: int = 87, device: str = "auto", threads: int = 2,
+                 nprocess: int = 1) -> None:
         RailPipeline.__init__(self)
         self.simulate_deepz = DeepzSimCreator.build(
             aliases=dict(model="model_simulate_deepz", output="output_simulate_deepz"),
@@ -150,7 +159,7 @@ class DeepzPipeline(RailPipeline):
             hdf5_groupname=GROUP, chunk_size=100_000, device=device,
         )
         self.evaluate_deepz = DeepzEvaluator.build(**_evaluator_kwargs("deepz", self.estimate_deepz))
-        _set_threads(self, dict(simulate_deepz=threads, inform_deepz=threads, estimate_deepz=threads))
+        _set_threads(self, dict(simulate_deepz=threads, inform_deepz=threads, estimate_deepz=threads), nprocess)
 
 
 class DeepzComparisonPipeline(RailPipeline):
@@ -171,6 +180,8 @@ class DeepzComparisonPipeline(RailPipeline):
         Torch device of the Deepz stages.
     threads : int
         ``threads_per_process`` of the inform and estimate stages.
+    nprocess : int
+        MPI ranks of the Deepz inform and estimate stages (the other estimators run on one process).
     """
 
     default_input_dict: dict[str, str] = dict(input_train="dummy.in", input_test="dummy.in")
@@ -178,7 +189,7 @@ class DeepzComparisonPipeline(RailPipeline):
     default_dirs: tuple[str, str] = ("out_comparison", "logs_comparison")
 
     def __init__(self, algorithms: list[str] | None = None, seed: int = 87, device: str = "auto",
-                 threads: int = 2) -> None:
+                 threads: int = 2, nprocess: int = 1) -> None:
         import importlib
 
         RailPipeline.__init__(self)
@@ -211,7 +222,7 @@ class DeepzComparisonPipeline(RailPipeline):
             evaluate = DeepzEvaluator.make_and_connect(name=f"evaluate_{algo}", **_evaluator_kwargs(algo, estimate))
             self.add_stage(evaluate)
             threads_cfg.update({f"inform_{algo}": threads, f"estimate_{algo}": threads})
-        _set_threads(self, threads_cfg)
+        _set_threads(self, threads_cfg, nprocess)
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -340,6 +351,7 @@ def main(argv: list[str] | None = None) -> None:
     w.add_argument("--log-dir", help="default logs (deepz) or logs_comparison (comparison)")
     w.add_argument("--device", default="auto", help="torch device of the Deepz stages")
     w.add_argument("--threads", type=int, default=2, help="threads_per_process of the heavy stages")
+    w.add_argument("--nprocess", type=int, default=1, help="MPI ranks of the Deepz inform and estimate stages")
     w.add_argument("--n-sims", type=int, default=50_000, help="DeepzPipeline: simulated galaxies")
     w.add_argument("--small", action="store_true", help="quick settings (SMALL_SETTINGS: tests, demos)")
     d = sub.add_parser("link-data", help="symlink the DC2 test files into a folder (default data/)")
@@ -354,12 +366,12 @@ def main(argv: list[str] | None = None) -> None:
         inputs["input_train"] = args.train
     if args.test:
         inputs["input_test"] = args.test
-    kwargs: dict[str, Any] = dict(device=args.device, threads=args.threads)
+    kwargs: dict[str, Any] = dict(device=args.device, threads=args.threads, nprocess=args.nprocess)
     if args.pipeline == "deepz":
         kwargs["n_sims"] = args.n_sims
     name = "DeepzPipeline" if args.pipeline == "deepz" else "DeepzComparisonPipeline"
     paths = write_pipeline(name, args.yml, inputs, args.output_dir, args.log_dir,
-                           SMALL_SETTINGS if args.small else None, **kwargs)
+                           SMALL_SETTINGS if args.small else None, max(2, args.nprocess * args.threads), **kwargs)
     print("wrote", *paths)
 
 
