@@ -415,7 +415,8 @@ def bars(rows: list[dict], engines: list[str], scheme: str) -> list[dict]:
 
 def markdown(summary: dict) -> str:
     lines = ["# Deepz ablation" + (" (QUICK: shortened schedules, not the stage defaults)" if summary["quick"] else ""),
-             "", f"Fine-tuning scheme: `{summary['scheme']}` {SCHEMES.get(summary['scheme'], {})}", "",
+             "", f"Fine-tuning scheme of parts pilot/a/c: `{summary['scheme']}` {SCHEMES.get(summary['scheme'], {})}"
+             + "; part sel: the scheme named in its rows", "",
              "| part | run | n train | sigma68 | outliers | PIT KS | s |", "|---|---|---|---|---|---|---|"]
     for r in summary["rows"]:
         lines.append(f"| {r['part']} | {r['name']} | {r.get('size', '')} | {r.get('sigma68', float('nan')):.4f} | "
