@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -284,6 +286,15 @@ def _worker_init(engine: Any, table: Any, filters: FilterSet, opts: dict) -> Non
     _WORKER.update(engine=engine, table=table, filters=filters, opts=opts)
 
 
+def _one_blas_thread() -> Any:
+    """Context limiting BLAS to one thread (no-op without threadpoolctl)."""
+    try:
+        from threadpoolctl import threadpool_limits  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
 def _worker_block(params: dict[str, np.ndarray]) -> np.ndarray:
     w = _WORKER
     return _block_fluxes(w["engine"], w["table"], params, w["filters"], w["opts"])
@@ -307,8 +318,10 @@ def intrinsic_fluxes(engine: Any, params: dict[str, np.ndarray], filters: Filter
     n_jobs = int(opts.get("n_jobs", 1)) or available_cores()
     n_jobs = min(n_jobs, len(blocks))
     if n_jobs <= 1 or isinstance(engine, FSPSEngine):
-        for sl in blocks:
-            out[sl] = _block_fluxes(engine, table, {k: v[sl] for k, v in params.items()}, filters, opts)
+        # one BLAS thread, as in the workers: a threaded matmul may sum in another order (1-ulp changes)
+        with _one_blas_thread():
+            for sl in blocks:
+                out[sl] = _block_fluxes(engine, table, {k: v[sl] for k, v in params.items()}, filters, opts)
         return out
     # fork where available: a spawned worker would re-import RAIL (seconds each); the workers
     # only run numpy (one BLAS thread), never torch/OpenMP, so forking a threaded parent is safe
