@@ -50,6 +50,21 @@ def _datasets(path):
         return {n: f[n][()] for n in names}
 
 
+def _one_process_reference(trained, name):
+    """(tmp folder, model, input, path of a one-process output with chunk_size 300)."""
+    tmp, model, inp = trained
+    one = str(tmp / f"{name}.hdf5")
+    _run(name, model, inp, one, chunk_size=300)
+    return tmp, model, inp, one
+
+
+def _assert_same_datasets(path_a, path_b):
+    a, b = _datasets(path_a), _datasets(path_b)
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
 def test_rank_ranges_cover_every_row_once():
     for n, chunk, size in [(1300, 300, 2), (10, 3, 4), (5, 10, 2), (1000, 100, 3)]:
         rows = sorted(r for rank in range(size) for r in rank_ranges(n, chunk, size, rank))
@@ -129,9 +144,7 @@ print(f"rank {MPI.COMM_WORLD.Get_rank()} done", flush=True)
 
 @needs_mpi
 def test_two_rank_estimate_equals_one_process(trained):
-    tmp, model, inp = trained
-    one = str(tmp / "one_rank.hdf5")
-    _run("est_1rank", model, inp, one, chunk_size=300)
+    tmp, model, inp, one = _one_process_reference(trained, "est_1rank")
     script = tmp / "est_mpi.py"
     script.write_text(MPI_SCRIPT)
     two = str(tmp / "two_ranks.hdf5")
@@ -140,10 +153,7 @@ def test_two_rank_estimate_equals_one_process(trained):
                          capture_output=True, text=True, timeout=300, check=False)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "rank 1 done" in res.stdout
-    a, b = _datasets(one), _datasets(two)
-    assert a.keys() == b.keys()
-    for name in a:
-        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    _assert_same_datasets(one, two)
     assert not [p for p in os.listdir(tmp) if ".rank" in p]  # part files removed
 
 
@@ -176,9 +186,7 @@ def test_ceci_estimate_stage_with_nprocess_2_equals_one_process(trained):
     """The estimate stage as ceci runs it with ``nprocess: 2`` (mpiexec ... --mpi) == one process."""
     import yaml
 
-    tmp, model, inp = trained
-    one = str(tmp / "ceci_one_rank.hdf5")
-    _run("est_ceci_ref", model, inp, one, chunk_size=300)
+    tmp, model, inp, one = _one_process_reference(trained, "est_ceci_ref")
     folder = tmp / "ceci_mpi"
     folder.mkdir()
     pipe = dict(
@@ -201,6 +209,4 @@ def test_ceci_estimate_stage_with_nprocess_2_equals_one_process(trained):
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:] + logs[-3000:]
     two = folder / "out" / "output_estimate_deepz.hdf5"
     assert "mpiexec -n 2" in res.stdout and "--mpi" in res.stdout  # ceci launched 2 MPI ranks
-    a, b = _datasets(one), _datasets(str(two))
-    for name in a:
-        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    _assert_same_datasets(one, str(two))
