@@ -622,6 +622,20 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(L) + "\n"
 
 
+def write_report(report: dict[str, Any], text: str, output: str, stem: str) -> None:
+    """Write ``<output>/<stem>.json`` (the report) and ``<stem>.md`` (the markdown text), and print the text."""
+    os.makedirs(output, exist_ok=True)
+    json_path = os.path.join(output, f"{stem}.json")
+    md_path = os.path.join(output, f"{stem}.md")
+    with open(json_path, "w") as fh:
+        json.dump(report, fh, indent=1, default=str)
+    with open(md_path, "w") as fh:
+        fh.write(text)
+    print()
+    print(text)
+    print(f"wrote {json_path} and {md_path}")
+
+
 def _json_obj(text: str, flag: str) -> dict:
     try:
         val = json.loads(text)
@@ -721,16 +735,7 @@ def main(argv: list[str] | None = None) -> int:
                   zgrid=[ZMIN, ZMAX, NZBINS], seed=args.seed),
         results=results,
     )
-    json_path = os.path.join(output, "compare_rail.json")
-    md_path = os.path.join(output, "compare_rail.md")
-    with open(json_path, "w") as fh:
-        json.dump(report, fh, indent=1, default=str)
-    text = markdown(report)
-    with open(md_path, "w") as fh:
-        fh.write(text)
-    print()
-    print(text)
-    print(f"wrote {json_path} and {md_path}")
+    write_report(report, markdown(report), output, "compare_rail")
     return 0 if all(r.get("status") == "ok" for r in results) else 1
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import os
 import sys
 import time
@@ -120,9 +119,6 @@ def main(argv: list[str] | None = None) -> int:
              f"|dzmode| median {row['dzmode_median']:.1e}")
     report["estimate"] = runs
 
-    os.makedirs(args.output, exist_ok=True)
-    with open(os.path.join(args.output, "gpu_check.json"), "w") as fh:
-        json.dump(report, fh, indent=1, default=str)
     lines = [f"# Deepz on {device} ({gpu})", "",
              f"Simulate {report.get('simulate_s', 0):.1f} s; inform (pretrain + fine-tune) {report['inform_s']:.1f} s.",
              "", "| precision | rows | wall [s] | gal/s | sigma68 | outliers | PIT KS | median / p99 |dzmode|/(1+z) vs float32 |",
@@ -130,10 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in runs:
         lines.append(f"| {r['precision']} | {r['rows']:,} | {r['wall_s']:.1f} | {r['gal_per_s']:,.0f} | {r['sigma68']:.4f} "
                      f"| {r['outlier_frac']:.4f} | {r['pit_ks']:.4f} | {r['dzmode_median']:.1e} / {r['dzmode_p99']:.1e} |")
-    text = "\n".join(lines) + "\n"
-    with open(os.path.join(args.output, "gpu_check.md"), "w") as fh:
-        fh.write(text)
-    print(text)
+    cr.write_report(report, "\n".join(lines) + "\n", args.output, "gpu_check")
     return 0
 
 

@@ -745,17 +745,7 @@ def main(argv: list[str] | None = None) -> int:
         tiled=tiled, model=models.get("deepz", {}), models=models, runs=runs, micro=micro,
         target_gal_per_s=TARGET_GAL_PER_S,
     )
-    os.makedirs(output, exist_ok=True)
-    json_path = os.path.join(output, "throughput.json")
-    md_path = os.path.join(output, "throughput.md")
-    with open(json_path, "w") as fh:
-        json.dump(report, fh, indent=1, default=str)
-    text = markdown(report)
-    with open(md_path, "w") as fh:
-        fh.write(text)
-    print()
-    print(text)
-    print(f"wrote {json_path} and {md_path}")
+    cr.write_report(report, markdown(report), output, "throughput")
     return 0 if all(r.get("status") != "failed" for r in runs) else 1
 
 
