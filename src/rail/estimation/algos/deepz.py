@@ -462,9 +462,7 @@ class DeepzEstimator(CheckedOptions, CatEstimator):
         if self.model is None:
             return self.model
         model = self.model.data if isinstance(self.model, Model) else self.model
-        _check_positive(self.config, ["batch_size"])
-        if not 0 < self.config.odds_window:
-            raise ValueError(f"option 'odds_window' must be > 0, got {self.config.odds_window}")
+        self._check_option_values()  # also when run() is called without validate()
         phase = model.get("meta", {}).get("phase") if isinstance(model, dict) else None
         if phase == "autoencoder":
             raise ValueError("the model is an autoencoder trained alone (phase='autoencoder'): it has no redshift "
