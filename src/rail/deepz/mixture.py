@@ -62,9 +62,11 @@ def _lse0(e: torch.Tensor) -> torch.Tensor:
 
 
 def _climb(
-    z: torch.Tensor, base: torch.Tensor, mu: torch.Tensor, inv_var: torch.Tensor, n_iter: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Hill-climb log p from starting points z (S, n); returns (z, log p(z)), both (S, n).
+    z: torch.Tensor, base: torch.Tensor, mu: torch.Tensor, inv_var: torch.Tensor, n_iter: int,
+    with_log_prob: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Hill-climb log p from starting points z (S, n); returns (z, log p(z)), both (S, n)
+    (log p is None when ``with_log_prob`` is False).
 
     Component-major layout: ``base`` = log(w / sigma) - log sqrt(2 pi), ``mu`` and ``inv_var``
     are (K, n), so every broadcast runs over the contiguous row axis. Each step is a Newton step
@@ -88,6 +90,8 @@ def _climb(
         step = -g / torch.where(concave, h, -torch.ones_like(h))
         limit = torch.rsqrt(sri / norm)  # ~ the local component width
         z = z + torch.where(concave & (step.abs() < limit), step, shift)
+    if not with_log_prob:
+        return z, None
     d = mu3 - z.unsqueeze(1)
     return z, _lse0((base3 - 0.5 * d * d * iv3).transpose(0, 1))
 
@@ -144,7 +148,7 @@ def _mode(weights, means, stds, n_candidates, n_search, n_iter, n_polish=2, poli
         z = torch.gather(z, 0, torch.topk(lp, n_polish, dim=0).indices)
     z, lp = _climb(z, base.to(f32), means.to(f32), inv_var.to(f32), polish_iter)
     z = torch.gather(z, 0, torch.argmax(lp, dim=0, keepdim=True)).to(means.dtype)
-    return _climb(z, base, means, inv_var, 1)[0].squeeze(0)
+    return _climb(z, base, means, inv_var, 1, with_log_prob=False)[0].squeeze(0)
 
 
 def median(
