@@ -43,8 +43,6 @@ class RankPartQPHandle(QPHandle):
     takes global rows and writes them at their packed offset. Collective (MPI) writing is off.
     """
 
-    ranges: list[tuple[int, int]] = []
-
     def set_ranges(self, ranges: list[tuple[int, int]]) -> None:
         self.ranges = list(ranges)
         self._offsets: dict[tuple[int, int], int] = {}
@@ -86,19 +84,19 @@ def merge_parts(path: str, n_rows: int, parts: list[tuple[str, list[tuple[int, i
     with h5py.File(parts[0][0], "r") as first, h5py.File(path, "w") as out:
         names: list[str] = []
         first.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+        row_names = [name for name in names if not name.startswith("meta/")]  # one row per galaxy
         for name in names:
             ds = first[name]
-            if name.startswith("meta/") or name == "meta":
+            if name in row_names:
+                out.create_dataset(name, shape=(n_rows,) + ds.shape[1:], dtype=ds.dtype)
+            else:
                 out.create_dataset(name, data=ds[()])
-                continue
-            out.create_dataset(name, shape=(n_rows,) + ds.shape[1:], dtype=ds.dtype)
         for ppath, ranges in parts:
             with h5py.File(ppath, "r") as part:
                 offset = 0
                 for start, end in ranges:
-                    for name in names:
-                        if not name.startswith("meta"):
-                            out[name][start:end] = part[name][offset : offset + end - start]
+                    for name in row_names:
+                        out[name][start:end] = part[name][offset : offset + end - start]
                     offset += end - start
     for ppath, _ in parts:
         os.remove(ppath)
