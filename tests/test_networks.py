@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from rail.deepz.networks import Architecture, DeepzEnsemble, StackedBatchNorm, StackedLinear
@@ -64,23 +65,29 @@ def test_fused_inference_equals_the_module():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
-def test_members_train_the_same_in_any_group():
+@pytest.mark.parametrize("width,threads", [(4, 1), (64, 1), (64, 2)])
+def test_members_train_the_same_in_any_group(width, threads):
     """Per-member random streams: members 1, 2 trained as a 2-member model equal the 4-member run.
 
     (Used by MPI inform, which trains contiguous slices of the ensemble on different ranks.)
+    Width 4: every parameter in foreach Adam; width 64: most in the fused Adam kernel (per-member
+    blocks of multiples of 64 elements), also with 2 threads splitting the kernel's work.
     """
     import numpy as np
 
     from rail.deepz.informing import build_network
-    from rail.deepz.training import TrainConfig, ensemble_splits, train_ensemble
+    from rail.deepz.training import TrainConfig, _adam, ensemble_splits, train_ensemble
 
-    torch.set_num_threads(1)
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
     gen = torch.Generator().manual_seed(5)
     n = 400
     x, z = torch.randn(n, 7, generator=gen), torch.rand(n, generator=gen)
     ratios, ratio_err = torch.randn(n, 3, generator=gen), torch.ones(n, 3)
-    arch = Architecture(n_inputs=7, n_bands=3, encoder_layers=[8], decoder_layers=[8], mdn_layers=[8, 8],
-                        latent_dim=2, n_gaussians=2, dropout=0.1)
+    arch = Architecture(n_inputs=7, n_bands=3, encoder_layers=[width], decoder_layers=[width],
+                        mdn_layers=[width, width], latent_dim=2, n_gaussians=2, dropout=0.1)
+    fused = [g for g in _adam(list(build_network(arch, 4, 3).parameters()), 4, 1e-3, 0.0).param_groups if g["fused"]]
+    assert bool(fused) == (width == 64)
     splits = ensemble_splits(n, 1, 4, 3)
     cfg = TrainConfig(learning_rates=[1e-3], epochs_per_step=[2], batch_size=32, seed=3)
     full = build_network(arch, 4, 3)
@@ -92,3 +99,4 @@ def test_members_train_the_same_in_any_group():
         if value.dim():
             ref = full.state_dict()[name].reshape(4, -1)[1:3]
             assert torch.equal(ref, value.reshape(2, -1)), name
+    torch.set_num_threads(old_threads)

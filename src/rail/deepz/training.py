@@ -150,6 +150,28 @@ def _member_view(t: torch.Tensor, m: int) -> torch.Tensor | None:
     return t.reshape(m, -1)  # batch-norm running stats stored as (M * F,)
 
 
+# A member's block of a stacked tensor is updated by the fused Adam kernel with the same rounding
+# wherever it sits when its size is a multiple of this (whole SIMD vectors and cache lines: no
+# scalar tail, no task boundary inside a vector); smaller or odd blocks use foreach Adam.
+_FUSED_BLOCK = 64
+
+
+def _adam(params: list[torch.nn.Parameter], n_members: int, lr: float, weight_decay: float) -> torch.optim.Adam:
+    """Adam (L2 weight decay) over stacked parameters, bit-identical for any member count.
+
+    Parameters whose per-member block has a multiple of ``_FUSED_BLOCK`` elements go to the fused
+    kernel (one pass over memory: ~3x less optimiser time on CPU than foreach); the rest (e.g. the
+    MDN output bias, 3 x n_gaussians per member) to foreach Adam, whose element-wise ops round the
+    same at every position. Either way a member trains the same alone, in any group or MPI rank.
+    """
+    def fusable(p: torch.Tensor) -> bool:
+        return p.dtype == torch.float32 and p.numel() % n_members == 0 and (p.numel() // n_members) % _FUSED_BLOCK == 0
+
+    groups = [dict(params=[p for p in params if fusable(p)], fused=True, foreach=False),
+              dict(params=[p for p in params if not fusable(p)], fused=False, foreach=True)]
+    return torch.optim.Adam([g for g in groups if g["params"]], lr=lr, weight_decay=weight_decay)
+
+
 @dataclass
 class TrainResult:
     """Best-epoch validation loss per member (M,), the epoch it was reached, and the loss history."""
@@ -217,11 +239,8 @@ def train_ensemble(
     for part in frozen:
         for p in getattr(model, part).parameters():
             p.requires_grad_(False)
-    params = [p for p in model.parameters() if p.requires_grad] if frozen else model.parameters()
-    # foreach Adam: ~30% less optimizer time on CPU than the per-tensor loop, and element-wise
-    # results that do not depend on the member count (fused=True is faster still but rounds a
-    # tensor's tail elements differently, so a member would not train bit-identically alone)
-    opt = torch.optim.Adam(params, lr=config.learning_rates[0], weight_decay=config.weight_decay, foreach=True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = _adam(params, m, config.learning_rates[0], config.weight_decay)
     anchored = []
     if anchor is not None and anchor_weight > 0:
         named = dict(model.named_parameters())
