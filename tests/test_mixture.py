@@ -49,6 +49,23 @@ def test_median_and_interval_probability():
     np.testing.assert_allclose(MX.mean(w, m).numpy(), (w * m).sum(-1).numpy())
 
 
+def test_median_fast_path_equals_the_robust_iteration_on_hard_mixtures():
+    """float32 search + float64 Newton step == the float64 safeguarded iteration, to 1e-9.
+
+    Hard cases: far-apart narrow modes (CDF flat between them: bisection, then the fallback),
+    sigma at the network's 1e-3 floor, one dominant component, and equal weights."""
+    w, m, s = _random_mixtures(400, 50, seed=3)
+    s[:100] = 1e-3  # the MDN's sigma floor
+    m[100:200, :25], m[100:200, 25:] = 0.2, 2.8  # two narrow modes far apart, median in the gap
+    s[100:200] = 0.005
+    w[200:300] = torch.softmax(torch.randn(100, 50, dtype=torch.float64) * 8, -1)  # one dominant component
+    w[300:] = 1.0 / 50
+    ref = MX._median_robust(w.clone(), m.clone(), s.clone(), 1e-10, 200)
+    zmed = MX.median(w, m, s)
+    np.testing.assert_allclose(zmed.numpy(), ref.numpy(), atol=1e-9)
+    np.testing.assert_allclose(MX.cdf(zmed, w, m, s).numpy(), 0.5, atol=1e-9)
+
+
 def test_combine_members_divides_weights_by_member_count():
     g = torch.Generator().manual_seed(1)
     log_w = torch.log_softmax(torch.randn(4, 7, 3, generator=g), -1)
