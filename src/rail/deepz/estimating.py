@@ -14,7 +14,7 @@ from .calibration import Calibration, apply_calibration
 from .simulation.exposures import band_key, unpack_exposures
 from .flags import compute_flags
 from .model_io import validate_model
-from .networks import SIGMA_MIN, Architecture, DeepzEnsemble, StackedBatchNorm, StackedLinear
+from .networks import Architecture, DeepzEnsemble, StackedBatchNorm, StackedLinear, mixture_parameters
 
 __all__ = ["DeepzPredictor", "ANCIL_KEYS", "FusedEnsemble"]
 
@@ -80,11 +80,7 @@ class FusedEnsemble:
         xm = x.unsqueeze(0).expand(m, -1, -1)
         h = xm if self.encoder is None else torch.cat([xm, self._run(self.encoder, xm)], dim=-1)
         raw = self._run(self.mdn, h)
-        g, a = self.arch.n_gaussians, self.arch
-        log_w = torch.log_softmax(raw[..., :g], dim=-1)
-        means = torch.nn.functional.softplus(raw[..., g : 2 * g]) * a.z_scale
-        stds = torch.nn.functional.softplus(raw[..., 2 * g :]) * a.z_scale * 0.1 + SIGMA_MIN
-        return log_w, means, stds
+        return mixture_parameters(raw, self.arch)
 
 
 class DeepzPredictor:
@@ -160,8 +156,8 @@ class DeepzPredictor:
         )
 
     @torch.inference_mode()
-    def mixtures(self, x: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Calibrated pooled mixtures (N, K) in float64 for unscaled features x (N, F).
+    def mixtures(self, x: np.ndarray, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Calibrated pooled mixtures (N, K) in ``dtype`` for unscaled features x (N, F); weights sum to 1.
 
         On a GPU the whole chunk goes over in one pinned-memory copy; with ``precision``
         'bfloat16'/'float16' the network layers run under autocast (mixture outputs in float32).
@@ -179,7 +175,7 @@ class DeepzPredictor:
                 with torch.autocast(device_type=self.device.type, dtype=low):
                     log_w, means, stds = (t.float() for t in self.fused.mixture(xb))
             log_w, means, stds = apply_calibration(log_w, means, stds, self.calibration)
-            w, m, sd = mixture.combine_members(log_w.double(), means.double(), stds.double())
+            w, m, sd = mixture.combine_members(log_w.to(dtype), means.to(dtype), stds.to(dtype))
             w = w / w.sum(-1, keepdim=True)
             out_w.append(w)
             out_m.append(m)
@@ -222,23 +218,26 @@ class DeepzPredictor:
         """
         phot = self.photometry(table, err_bands)
         x, _, _, bad_ref = feat.flux_features(phot, self.ref_index)
-        w, m, s = self.mixtures(x)
+        if pdf_dtype not in PDF_DTYPES:
+            raise ValueError(f"option 'pdf_dtype' must be one of {list(PDF_DTYPES)}, got {pdf_dtype!r}")
+        reduce = 0 < n_output_components < self.n_components
+        # float32 PDFs without a merge are pooled in float32 directly (the merge runs in float64)
+        w, m, s = self.mixtures(x, torch.float32 if pdf_dtype == "float32" and not reduce else torch.float64)
         flags = compute_flags(phot.status, bad_ref, phot.invalid, phot.bad_err)
         if bad_ref.any():
             rows = torch.as_tensor(np.flatnonzero(bad_ref), device=w.device)
             for t, key in ((w, "weights"), (m, "means"), (s, "stds")):
                 t[rows] = torch.as_tensor(self.prior[key], dtype=t.dtype, device=t.device)
-        if 0 < n_output_components < w.shape[1]:
+            w[rows] = w[rows] / w[rows].sum(-1, keepdim=True)  # exactly normalised in the output precision
+        if reduce:
             w, m, s = mixture.reduce_components(w, m, s, n_output_components)
-        if pdf_dtype not in PDF_DTYPES:
-            raise ValueError(f"option 'pdf_dtype' must be one of {list(PDF_DTYPES)}, got {pdf_dtype!r}")
-        if pdf_dtype == "float32":  # round once; point estimates from exactly the stored values
-            w = w.float()
-            w = (w / w.sum(-1, keepdim=True)).double()
-            m, s = m.float().double(), s.float().double()
-        points = self.point_estimates(w, m, s, odds_window)
-        out_dtype = PDF_DTYPES[pdf_dtype]
-        result = {k: t.cpu().numpy().astype(out_dtype) for k, t in (("weights", w), ("means", m), ("stds", s))}
-        result.update(points)
+        if pdf_dtype == "float32":  # point estimates from exactly the stored values
+            if w.dtype != torch.float32:  # round once
+                w = w.float()
+                w = w / w.sum(-1, keepdim=True)
+        result = {k: t.cpu().numpy().astype(PDF_DTYPES[pdf_dtype], copy=False)
+                  for k, t in (("weights", w), ("means", m), ("stds", s))}
+        w, m, s = w.double(), m.double(), s.double()
+        result.update(self.point_estimates(w, m, s, odds_window))
         result["deepz_flag"] = flags
         return result

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "Architecture", "StackedLinear", "StackedBatchNorm", "StackedDropout", "StackedMLP", "DeepzEnsemble",
-    "MemberNoise", "member_rng", "init_members",
+    "MemberNoise", "member_rng", "init_members", "mixture_parameters",
 ]
 
 SIGMA_MIN = 1e-3  # floor of the mixture standard deviations (redshift units)
@@ -53,6 +53,26 @@ class MemberNoise:
             raise ValueError(f"dropout noise for {len(self.generators)} members, the batch has {m}")
         u = np.stack([g.random((b, f), dtype=np.float32) for g in self.generators])
         return torch.from_numpy(np.where(u >= p, np.float32(1.0 / (1.0 - p)), np.float32(0.0))).to(device)
+
+
+# softplus(x) = log(1 + exp(x)) is a float32 denormal for x < ~-87, which costs an x86 CPU ~20x a
+# normal result; below -80 its value (< 1.8e-35) is zero for every use here, so x is clamped there
+_SOFTPLUS_FLOOR = -80.0
+
+
+def mixture_parameters(raw: torch.Tensor, arch: "Architecture") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """MDN output layer (..., 3 G) -> log-weights, means, stds (..., G) of G Gaussians.
+
+    Weights: softmax; means: softplus x ``z_scale`` (>= 0); stds: softplus x 0.1 ``z_scale`` +
+    ``SIGMA_MIN`` (redshift units).
+    """
+    g = arch.n_gaussians
+    log_w = F.log_softmax(raw[..., :g], dim=-1)
+    # one softplus over a contiguous copy (on a strided slice it is ~4x slower on CPU)
+    sp = F.softplus(raw[..., g:].clamp(min=_SOFTPLUS_FLOOR))
+    means = sp[..., :g] * arch.z_scale
+    stds = sp[..., g:] * arch.z_scale * 0.1 + SIGMA_MIN
+    return log_w, means, stds
 
 
 @dataclass
@@ -214,11 +234,7 @@ class DeepzEnsemble(nn.Module):
         else:
             latent = self.encoder(x)
             raw = self.mdn(torch.cat([x, latent], dim=-1))
-        g = self.arch.n_gaussians
-        log_w = F.log_softmax(raw[..., :g], dim=-1)
-        means = F.softplus(raw[..., g : 2 * g]) * self.arch.z_scale
-        stds = F.softplus(raw[..., 2 * g :]) * self.arch.z_scale * 0.1 + SIGMA_MIN
-        return log_w, means, stds, latent
+        return (*mixture_parameters(raw, self.arch), latent)
 
     def forward(self, x: torch.Tensor):
         log_w, means, stds, latent = self.mixture(x)
