@@ -7,6 +7,7 @@ flux ratios and the latent features of an autoencoder. The stages are thin wrapp
 
 from __future__ import annotations
 
+import gc
 import os
 from typing import Any
 
@@ -396,7 +397,13 @@ class DeepzEstimator(CheckedOptions, CatEstimator):
 
     def run(self) -> None:
         """RAIL's chunked run; on failure the partial output (ceci's ``inprogress_`` file) is closed, so a
-        re-run in the same Python session can overwrite it (it never gets the final name)."""
+        re-run in the same Python session can overwrite it (it never gets the final name).
+
+        The objects alive before the loop (torch, qp, the model, ...) are frozen out of the garbage
+        collector's scans while it runs: RAIL's ``gc.collect()`` after every chunk then takes
+        microseconds instead of ~0.12 s (1.3 us per galaxy at 100,000-row chunks).
+        """
+        gc.freeze()
         try:
             super().run()
         except BaseException:
@@ -408,6 +415,8 @@ class DeepzEstimator(CheckedOptions, CatEstimator):
                 except Exception:  # already closed or never opened
                     pass
             raise
+        finally:
+            gc.unfreeze()
 
     # -- output under MPI without parallel HDF5: one part file per rank, merged by rank 0 ----------
     def _initialize_run(self) -> None:
