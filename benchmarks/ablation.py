@@ -30,6 +30,11 @@ d      simulated multi-exposure data with exposure outliers: plain vs randomised
 e      outlier augmentation: clean vs corrupted test set, with / without augmentation (full set)
 scratch_long  (optional) from scratch with 4x the epochs at sizes <= 2,000
 schemes  (optional, not in the default parts) every fine-tuning scheme at --scheme-sizes, to report what was tried
+folds  (optional) choice of the DEFAULT fine-tuning on the training file only: --fold-k folds of the
+       training file; in each, scratch and every scheme of --fold-schemes (pretrained on ssp) train on
+       --fold-sizes galaxies drawn from the other folds ("all" = every other row) and predict the
+       held-out fold; scores pool the held-out predictions of all folds (every training galaxy is
+       predicted once per scheme and size).
 
 ``--quick`` shortens every schedule (flagged in the outputs); the full run uses the stage defaults.
 """
@@ -74,14 +79,24 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def scores(model: dict, table: dict, z: np.ndarray) -> dict[str, float]:
-    """sigma68, |dz|/(1+z) > 0.15 fraction and PIT KS of a model on a table (columns as training)."""
+def zmode_and_pit(model: dict, table: dict, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mode (N,) and PIT = CDF at the true redshift (N,) of a model on a table (columns as training)."""
     pred = DeepzPredictor(model, torch.device("cpu"))
     res = pred.predict(table, [b.replace("mag_", "mag_err_") for b in BANDS])
     w, m, s = (torch.as_tensor(res[k]) for k in ("weights", "means", "stds"))
     pit = mixture.cdf(torch.as_tensor(z, dtype=torch.float64), w, m, s).numpy()
-    return dict(sigma68=sigma68(res["zmode"], z), outlier_frac=outlier_fraction(res["zmode"], z),
-                pit_ks=float(stats.kstest(np.clip(pit, 0, 1), "uniform").statistic))
+    return np.asarray(res["zmode"]), np.clip(pit, 0, 1)
+
+
+def scores_of(zmode: np.ndarray, pit: np.ndarray, z: np.ndarray) -> dict[str, float]:
+    """sigma68, |dz|/(1+z) > 0.15 fraction and PIT KS."""
+    return dict(sigma68=sigma68(zmode, z), outlier_frac=outlier_fraction(zmode, z),
+                pit_ks=float(stats.kstest(pit, "uniform").statistic))
+
+
+def scores(model: dict, table: dict, z: np.ndarray) -> dict[str, float]:
+    """sigma68, |dz|/(1+z) > 0.15 fraction and PIT KS of a model on a table (columns as training)."""
+    return scores_of(*zmode_and_pit(model, table, z), z)
 
 
 def subset(table: dict, rows: np.ndarray) -> dict:
@@ -174,6 +189,9 @@ def main() -> None:
     ap.add_argument("--d-settings", default="0.8:force_one,0.8:drop,0.5:force_one",
                     help="part d: randomised-coadd settings keep_prob:mode tried on the validation simulations")
     ap.add_argument("--d-clean-reference", action="store_true", help="part d: also train/test without exposure outliers")
+    ap.add_argument("--fold-k", type=int, default=5, help="part folds: number of folds of the training file")
+    ap.add_argument("--fold-sizes", default="500,1000,all", help="part folds: training sizes per fold")
+    ap.add_argument("--fold-schemes", default="naive,l2sp,l2sp_mix_sims", help="part folds: fine-tuning schemes")
     ap.add_argument("--smoke", action="store_true", help="one epoch everywhere (plumbing check only)")
     args = ap.parse_args()
     if args.threads:
@@ -201,7 +219,7 @@ def main() -> None:
             json.dump(dict(rows=rows, quick=args.quick, args=vars(args)), f, indent=1)
         return row
 
-    sims = {e: sim_table(e, args.n_sims, args.seed) for e in engines} if {"pilot", "a", "sel", "c", "schemes"} & set(parts) else {}
+    sims = {e: sim_table(e, args.n_sims, args.seed) for e in engines} if {"pilot", "a", "sel", "c", "schemes", "folds"} & set(parts) else {}
     pretrained: dict[str, dict] = {}
     for e in sims:
         t0 = time.time()
@@ -297,6 +315,40 @@ def main() -> None:
                 model = best_model if sd == seeds[0] else sel_model(best, e, sd)
                 record("sel", f"{e} ({best}) i<23.5 seed {sd}", model, valid, zv, size=nsel, pretrain=e, scheme=best,
                        seed=sd)
+    if "folds" in parts:
+        # Default-choice experiment on the TRAINING file only (the validation file is not read here).
+        fold_of = np.random.default_rng(args.seed + 7).permutation(n_train) % args.fold_k
+        e = engines[0]
+        for size_s in args.fold_sizes.split(","):
+            names = ["scratch"] + args.fold_schemes.split(",")
+            pooled: dict[str, list] = {nm: [] for nm in names}
+            z_pool, t_pool = [], {nm: 0.0 for nm in names}
+            for k in range(args.fold_k):
+                others = np.flatnonzero(fold_of != k)
+                if size_s != "all":
+                    others = np.sort(np.random.default_rng(args.seed + 1000 * k + int(size_s)).choice(
+                        others, int(size_s), replace=False))
+                tr, ho = subset(train, others), subset(train, np.flatnonzero(fold_of == k))
+                z_pool.append(np.asarray(ho["redshift"], dtype=float))
+                for nm in names:
+                    if nm == "scratch":
+                        model = run.inform(tr)
+                    else:
+                        kw = SCHEMES[nm]
+                        model = run.inform(tr, sims=sims[e] if kw.get("finetune_sim_fraction", 0) > 0 else None,
+                                           pretrained=pretrained[e], **kw)
+                    t_pool[nm] += model["meta"]["_seconds"]
+                    pooled[nm].append(zmode_and_pit(model, ho, z_pool[-1]))
+                    log(f"folds size {size_s} fold {k} {nm} done")
+            zall = np.concatenate(z_pool)
+            for nm in names:
+                sc = scores_of(np.concatenate([p[0] for p in pooled[nm]]), np.concatenate([p[1] for p in pooled[nm]]), zall)
+                row = dict(part="folds", name=f"{nm if nm == 'scratch' else e + ':' + nm} n={size_s}/fold",
+                           size=size_s, scheme=nm, **sc, seconds=round(t_pool[nm], 1))
+                rows.append(row)
+                log(f"folds {row['name']:40s} " + " ".join(f"{k2} {v:.4f}" for k2, v in sc.items()))
+                with open(res_path, "w") as f:
+                    json.dump(dict(rows=rows, quick=args.quick, args=vars(args)), f, indent=1)
     if "b" in parts:
         tr = subset(train, rows_of(n_train))
         record("b", "single network (80/20)", run.inform(tr, n_folds=1), valid, zv, size=n_train, members=1)
