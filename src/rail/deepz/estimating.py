@@ -15,6 +15,7 @@ from .simulation.exposures import band_key, unpack_exposures
 from .flags import compute_flags
 from .model_io import validate_model
 from .networks import Architecture, DeepzEnsemble, StackedBatchNorm, StackedLinear, mixture_parameters
+from .options import check_choice
 
 __all__ = ["DeepzPredictor", "ANCIL_KEYS", "FusedEnsemble"]
 
@@ -96,8 +97,7 @@ class DeepzPredictor:
 
     def __init__(self, model: dict, device: torch.device, batch_size: int = 1024, precision: str = "float32") -> None:
         validate_model(model)
-        if precision not in PRECISIONS:
-            raise ValueError(f"option 'precision' must be one of {list(PRECISIONS)}, got {precision!r}")
+        check_choice("precision", precision, list(PRECISIONS))
         meta, arrays = model["meta"], model["arrays"]
         self.meta = meta
         self.device = device
@@ -222,8 +222,7 @@ class DeepzPredictor:
         """
         phot = self.photometry(table, err_bands)
         x, _, _, bad_ref = feat.flux_features(phot, self.ref_index)
-        if pdf_dtype not in PDF_DTYPES:
-            raise ValueError(f"option 'pdf_dtype' must be one of {list(PDF_DTYPES)}, got {pdf_dtype!r}")
+        check_choice("pdf_dtype", pdf_dtype, list(PDF_DTYPES))
         reduce = 0 < n_output_components < self.n_components
         # float32 PDFs without a merge are pooled in float32 directly (the merge runs in float64)
         w, m, s = self.mixtures(x, torch.float32 if pdf_dtype == "float32" and not reduce else torch.float64)
