@@ -214,9 +214,7 @@ def _median(weights, means, stds, tol, max_iter):
         z[cols], lo[cols], hi[cols], step[cols] = z_new, la, ha, (z_new - za).abs_()
     # one Newton step in the input precision, row-major on the original tensors
     z = z.to(means.dtype)
-    u = (z.unsqueeze(-1) - means) / stds
-    f = (weights * 0.5 * (1.0 + torch.erf(u / _SQRT2))).sum(-1) - 0.5
-    p = (weights * torch.exp(-0.5 * u * u) / stds).sum(-1) * _INV_SQRT_2PI
+    f, p = _cdf_residual_and_pdf(z, weights, means, stds)
     delta = f / p.clamp_min(1e-300)
     z = z - delta
     redo = ~((step < 1e-4 * (1.0 + z.abs())) & (delta.abs() < 1e-6) & torch.isfinite(z))
@@ -224,6 +222,14 @@ def _median(weights, means, stds, tol, max_iter):
         rows = torch.nonzero(redo).squeeze(-1)
         z[rows] = _median_robust(weights[rows], means[rows], stds[rows], tol, max_iter)
     return z
+
+
+def _cdf_residual_and_pdf(z, weights, means, stds):
+    """CDF(z) - 0.5 and p(z) of row-major (n, K) mixtures at z (n,), both (n,)."""
+    u = (z.unsqueeze(-1) - means) / stds
+    f = (weights * 0.5 * (1.0 + torch.erf(u / _SQRT2))).sum(-1) - 0.5
+    p = (weights * torch.exp(-0.5 * u * u) / stds).sum(-1) / math.sqrt(2.0 * math.pi)
+    return f, p
 
 
 def _median_robust(weights, means, stds, tol, max_iter):
@@ -237,9 +243,7 @@ def _median_robust(weights, means, stds, tol, max_iter):
             break
         w, m, s = weights[active], means[active], stds[active]
         za, la, ha = z[active], lo[active], hi[active]
-        u = (za.unsqueeze(-1) - m) / s
-        f = (w * 0.5 * (1.0 + torch.erf(u / _SQRT2))).sum(-1) - 0.5
-        p = (w * torch.exp(-0.5 * u * u) / s).sum(-1) / math.sqrt(2.0 * math.pi)
+        f, p = _cdf_residual_and_pdf(za, w, m, s)
         la = torch.where(f < 0, za, la)
         ha = torch.where(f >= 0, za, ha)
         newton = za - f / p.clamp_min(1e-300)
