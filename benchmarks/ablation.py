@@ -215,9 +215,12 @@ def main() -> None:
                    seconds=None if model is None else round(model["meta"].get("_seconds", 0.0), 1))
         rows.append(row)
         log(f"{part:5s} {name:40s} " + " ".join(f"{k} {v:.4f}" for k, v in sc.items()))
+        save_progress()
+        return row
+
+    def save_progress() -> None:
         with open(res_path, "w") as f:
             json.dump(dict(rows=rows, quick=args.quick, args=vars(args)), f, indent=1)
-        return row
 
     sims = {e: sim_table(e, args.n_sims, args.seed) for e in engines} if {"pilot", "a", "sel", "c", "schemes", "folds"} & set(parts) else {}
     pretrained: dict[str, dict] = {}
@@ -225,6 +228,12 @@ def main() -> None:
         t0 = time.time()
         pretrained[e] = run.inform(sims[e], phase="pretrain")
         log(f"pretrained on {e} in {time.time() - t0:.0f}s")
+
+    def with_scheme(tr: dict, engine: str, kw: dict, **extra: Any) -> dict:
+        """Fine-tune from the engine's pretraining with scheme options kw (the simulations are passed
+        when the scheme mixes them into the batches)."""
+        use_sims = sims[engine] if kw.get("finetune_sim_fraction", 0) > 0 else None
+        return run.inform(tr, sims=use_sims, pretrained=pretrained[engine], **dict(kw, **extra))
 
     def rows_of(size: int) -> np.ndarray:
         if size >= n_train:
@@ -240,9 +249,8 @@ def main() -> None:
         base = record("pilot", "scratch", run.inform(tr), ho, zh, size=1000)
         best, best_score = "", np.inf
         for name, kw in SCHEMES.items():
-            row = record("pilot", f"{engines[0]}:{name}", run.inform(tr, sims=sims[engines[0]] if "sim_fraction" in str(kw)
-                                                                     else None, pretrained=pretrained[engines[0]], **kw),
-                         ho, zh, size=1000, scheme=name)
+            row = record("pilot", f"{engines[0]}:{name}", with_scheme(tr, engines[0], kw), ho, zh, size=1000,
+                         scheme=name)
             score = row["sigma68"] / base["sigma68"] + row["outlier_frac"] / base["outlier_frac"]
             if score < best_score:
                 best, best_score = name, score
@@ -252,8 +260,7 @@ def main() -> None:
     fkw = SCHEMES[scheme]
 
     def finetune(tr: dict, engine: str, **kw: Any) -> dict:
-        use_sims = sims[engine] if fkw.get("finetune_sim_fraction", 0) > 0 else None
-        return run.inform(tr, sims=use_sims, pretrained=pretrained[engine], **dict(fkw, **kw))
+        return with_scheme(tr, engine, fkw, **kw)
 
     scratch_full = None
     if "a" in parts:
@@ -276,8 +283,7 @@ def main() -> None:
             tr = subset(train, rows_of(size))
             for e in engines:
                 for name, kw in SCHEMES.items():
-                    use_sims = sims[e] if kw.get("finetune_sim_fraction", 0) > 0 else None
-                    record("schemes", f"{e} ({name}) n={size}", run.inform(tr, sims=use_sims, pretrained=pretrained[e], **kw),
+                    record("schemes", f"{e} ({name}) n={size}", with_scheme(tr, e, kw),
                            valid, zv, size=size, pretrain=e, scheme=name)
     if "sel" in parts:
         # Spec-z-like selection. The scheme is chosen on the TRAINING file only: every candidate is trained
@@ -291,9 +297,7 @@ def main() -> None:
         seeds = [int(v) for v in args.sel_seeds.split(",")]
 
         def sel_model(name: str, e: str, seed: int) -> dict:
-            kw = SCHEMES[name]
-            return run.inform(tr, sims=sims[e] if kw.get("finetune_sim_fraction", 0) > 0 else None,
-                              pretrained=pretrained[e], seed=seed, **kw)
+            return with_scheme(tr, e, SCHEMES[name], seed=seed)
 
         scratch = {sd: run.inform(tr, seed=sd) for sd in seeds}
         base_ho = record("sel_holdout", "scratch i<23.5", scratch[seeds[0]], ho, zh, size=nsel, pretrain="none",
@@ -331,12 +335,7 @@ def main() -> None:
                 tr, ho = subset(train, others), subset(train, np.flatnonzero(fold_of == k))
                 z_pool.append(np.asarray(ho["redshift"], dtype=float))
                 for nm in names:
-                    if nm == "scratch":
-                        model = run.inform(tr)
-                    else:
-                        kw = SCHEMES[nm]
-                        model = run.inform(tr, sims=sims[e] if kw.get("finetune_sim_fraction", 0) > 0 else None,
-                                           pretrained=pretrained[e], **kw)
+                    model = run.inform(tr) if nm == "scratch" else with_scheme(tr, e, SCHEMES[nm])
                     t_pool[nm] += model["meta"]["_seconds"]
                     pooled[nm].append(zmode_and_pit(model, ho, z_pool[-1]))
                     log(f"folds size {size_s} fold {k} {nm} done")
@@ -347,8 +346,7 @@ def main() -> None:
                            size=size_s, scheme=nm, **sc, seconds=round(t_pool[nm], 1))
                 rows.append(row)
                 log(f"folds {row['name']:40s} " + " ".join(f"{k2} {v:.4f}" for k2, v in sc.items()))
-                with open(res_path, "w") as f:
-                    json.dump(dict(rows=rows, quick=args.quick, args=vars(args)), f, indent=1)
+                save_progress()
     if "b" in parts:
         tr = subset(train, rows_of(n_train))
         record("b", "single network (80/20)", run.inform(tr, n_folds=1), valid, zv, size=n_train, members=1)
