@@ -1,23 +1,27 @@
 """Writing DeepzEstimator output under MPI when h5py has no parallel (MPI-IO) driver.
 
 RAIL's estimators write one HDF5 file collectively (``h5py`` built with MPI). Without that
-driver, every rank writes the chunks it processed to its own part file
-(``<output>.rank<r>-of-<n>``, rows in processing order), and after all ranks are done rank 0
-copies the parts, dataset by dataset and chunk by chunk, into the single output file. The
-result holds exactly the rows and values a one-process run writes. Part files are removed
-after the merge; the output itself is written under ceci's ``inprogress_`` name and renamed
-only when the stage finishes, so a crash never leaves a file that looks complete.
+driver, the ranks still write one file, but in turn: rank 0 creates it with every dataset sized
+for all rows (qp's layout, its ``meta`` group included) and closes it; chunk i (processed by rank
+i % N) is written once chunk i - 1 is, by opening the file, writing the chunk's rows at their
+global position and closing it, after which its rank passes the turn (an MPI message) to the
+rank of chunk i + 1. Only the writes are serialised: a rank computes its next chunk while the
+others write, so the cost is about one chunk's write, with no copy of the output at the end. The
+file holds exactly the rows and values a one-process run writes; it is written under ceci's
+``inprogress_`` name and renamed only when the stage finishes, so a crash never leaves a file
+that looks complete.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import h5py
 from rail.core.data import QPHandle
 
-__all__ = ["rank_ranges", "part_path", "RankPartQPHandle", "merge_parts", "parallel_hdf5_available"]
+__all__ = ["rank_ranges", "TurnTakingQPHandle", "parallel_hdf5_available"]
+
+_TURN_TAG = 7301  # MPI tag of the "chunk i is written" messages
 
 
 def parallel_hdf5_available() -> bool:
@@ -31,72 +35,45 @@ def rank_ranges(n_rows: int, chunk_size: int, size: int, rank: int) -> list[tupl
     return [(i * chunk_size, min((i + 1) * chunk_size, n_rows)) for i in range(rank, n_chunks, size)]
 
 
-def part_path(path: str, rank: int, size: int) -> str:
-    """File holding rank ``rank``'s rows of ``path``."""
-    return f"{path}.rank{rank}-of-{size}"
+class TurnTakingQPHandle(QPHandle):
+    """A QPHandle whose chunks, from all MPI ranks, go to one HDF5 file, one rank at a time.
 
-
-class RankPartQPHandle(QPHandle):
-    """A QPHandle writing one rank's chunks, packed in processing order, to a part file.
-
-    ``ranges`` are the global row ranges this rank will process; ``write_chunk(start, end)``
-    takes global rows and writes them at their packed offset. Collective (MPI) writing is off.
+    Call :meth:`set_turns` before writing. ``initialize_write`` creates the file on rank 0 (the
+    rank of chunk 0, whose ensemble gives the layout) and is a no-op elsewhere; ``write_chunk``
+    waits for the turn of its chunk, writes and passes the turn on; ``finalize_write`` has
+    nothing left to do (the ``meta`` group is written with the layout).
     """
 
-    def set_ranges(self, ranges: list[tuple[int, int]]) -> None:
-        self.ranges = list(ranges)
-        self._offsets: dict[tuple[int, int], int] = {}
-        offset = 0
-        for r in self.ranges:
-            self._offsets[r] = offset
-            offset += r[1] - r[0]
-        self._length = offset
+    def set_turns(self, comm: Any, n_rows: int, chunk_size: int) -> None:
+        """Rows are dealt in chunks of ``chunk_size``, chunk i to rank i % comm size."""
+        self.comm = comm
+        self.chunk_size = int(chunk_size)
+        self.n_chunks = -(-int(n_rows) // self.chunk_size)
+        self.ranges = rank_ranges(n_rows, chunk_size, comm.Get_size(), comm.Get_rank())
 
     def initialize_write(self, data_length: int, **kwargs: Any) -> None:
-        kwargs.pop("communicator", None)
-        super().initialize_write(self._length, **kwargs)
+        if self.comm.Get_rank() == 0:
+            if self.path is None:  # pragma: no cover
+                raise ValueError("QPHandle.initialize_write() called but path has not been specified")
+            _, fout = self.data.initializeHdf5Write(self.path, data_length, None)
+            self.data.finalizeHdf5Write(fout)  # writes the meta group and closes the file
 
     def write_chunk(self, start: int, end: int, **kwargs: Any) -> None:
-        offset = self._offsets.get((start, end))
-        if offset is None:
+        if (start, end) not in self.ranges:
             raise RuntimeError(f"rows {start}-{end} are not among this rank's expected chunks {self.ranges}")
-        return super().write_chunk(offset, offset + end - start, **kwargs)
+        if self.data is None:
+            raise ValueError(f"QPHandle.write_chunk() called for path {self.path} with no data")
+        i = start // self.chunk_size
+        size = self.comm.Get_size()
+        if i > 0:
+            done = self.comm.recv(source=(i - 1) % size, tag=_TURN_TAG)
+            if done != i - 1:
+                raise RuntimeError(f"output turn-taking out of order: chunk {i} got the turn of chunk {done + 1}")
+        with h5py.File(self.path, "r+") as fout:
+            # the row groups only: qp writes every group it is given, and meta is already there
+            self.data.writeHdf5Chunk({k: g for k, g in fout.items() if k != "meta"}, start, end)
+        if i + 1 < self.n_chunks:
+            self.comm.send(i, dest=(i + 1) % size, tag=_TURN_TAG)
 
-
-def merge_parts(path: str, n_rows: int, parts: list[tuple[str, list[tuple[int, int]]]]) -> None:
-    """Copy every part file's rows to their global positions in one new HDF5 file ``path``.
-
-    ``parts``: (part file, its global row ranges in packed order). The ``meta`` group is taken
-    from the first part; every other dataset is allocated with ``n_rows`` rows and filled range
-    by range (memory bounded by the largest chunk). Part files are deleted afterwards.
-    """
-    parts = [(p, r) for p, r in parts if r]
-    if not parts:
-        raise ValueError(f"no part files to merge into {path}")
-    covered = sorted(rr for _, ranges in parts for rr in ranges)
-    expected_start = 0
-    for start, end in covered:
-        if start != expected_start:
-            raise RuntimeError(f"merging {path}: rows {expected_start}-{start} are missing from the part files")
-        expected_start = end
-    if expected_start != n_rows:
-        raise RuntimeError(f"merging {path}: part files hold {expected_start} rows, expected {n_rows}")
-    with h5py.File(parts[0][0], "r") as first, h5py.File(path, "w") as out:
-        names: list[str] = []
-        first.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
-        row_names = [name for name in names if not name.startswith("meta/")]  # one row per galaxy
-        for name in names:
-            ds = first[name]
-            if name in row_names:
-                out.create_dataset(name, shape=(n_rows,) + ds.shape[1:], dtype=ds.dtype)
-            else:
-                out.create_dataset(name, data=ds[()])
-        for ppath, ranges in parts:
-            with h5py.File(ppath, "r") as part:
-                offset = 0
-                for start, end in ranges:
-                    for name in row_names:
-                        out[name][start:end] = part[name][offset : offset + end - start]
-                    offset += end - start
-    for ppath, _ in parts:
-        os.remove(ppath)
+    def finalize_write(self, **kwargs: Any) -> None:
+        return None

@@ -27,7 +27,7 @@ from rail.deepz.devices import resolve_device, set_num_threads
 from rail.deepz.estimating import ANCIL_KEYS, PDF_DTYPES, PRECISIONS, DeepzPredictor
 from rail.deepz.augmentation import COADD_MODES, Augmentation
 from rail.deepz.informing import USE_EXPOSURES, InformOptions, TransferOptions, train_deepz
-from rail.deepz.output import RankPartQPHandle, merge_parts, parallel_hdf5_available, part_path, rank_ranges
+from rail.deepz.output import TurnTakingQPHandle, parallel_hdf5_available
 from rail.deepz.model_io import DeepzModelHandle, load_model, validate_model
 from rail.deepz.options import CheckedOptions, check_band_lists, check_choice
 from rail.deepz.training import NETWORK_PARTS, TrainConfig
@@ -394,7 +394,7 @@ class DeepzEstimator(CheckedOptions, CatEstimator):
     def __init__(self, args: Any, **kwargs: Any) -> None:
         super().__init__(args, **kwargs)
         self.predictor: DeepzPredictor | None = None
-        self._rank_parts: list[tuple[int, int]] | None = None
+        self._turn_taking = False
 
     def run(self) -> None:
         """RAIL's chunked run; on failure the partial output (ceci's ``inprogress_`` file) is closed, so a
@@ -419,39 +419,26 @@ class DeepzEstimator(CheckedOptions, CatEstimator):
         finally:
             gc.unfreeze()
 
-    # -- output under MPI without parallel HDF5: one part file per rank, merged by rank 0 ----------
+    # -- output under MPI without parallel HDF5: the ranks write one file in turn --------------------
     def _initialize_run(self) -> None:
         super()._initialize_run()
-        self._rank_parts = None
-        if (self.comm is not None and self.size > 1 and self.config.output_mode != "return"
-                and not parallel_hdf5_available()):
-            self._rank_parts = rank_ranges(self._input_length, self.config.chunk_size, self.size, self.rank)
+        self._turn_taking = (self.comm is not None and self.size > 1 and self.config.output_mode != "return"
+                             and not parallel_hdf5_available())
 
     def add_handle(self, tag: str, data: Any = None, path: str | None = None) -> Any:
-        if tag != "output" or self._rank_parts is None or path is not None:
+        if tag != "output" or not self._turn_taking or path is not None:
             return super().add_handle(tag, data=data, path=path)
         aliased = self.get_aliased_tag(tag)
-        handle = RankPartQPHandle(aliased, path=part_path(self.get_output(aliased), self.rank, self.size),
-                                  data=data, creator=self.instance_name)
-        handle.set_ranges(self._rank_parts)
+        handle = TurnTakingQPHandle(aliased, path=self.get_output(aliased), data=data, creator=self.instance_name)
+        handle.set_turns(self.comm, self._input_length, self.config.chunk_size)
         self.data_store[aliased] = handle
         return handle
 
     def _finalize_run(self) -> None:
-        if self._rank_parts is None:
+        if not self._turn_taking:
             super()._finalize_run()
             return
-        if self._output_handle is not None:
-            self._output_handle.finalize_write()
-        self.comm.Barrier()
-        final = self.get_output(self.get_aliased_tag("output"))
-        if self.rank == 0:
-            parts = [(part_path(final, r, self.size), rank_ranges(self._input_length, self.config.chunk_size,
-                                                                   self.size, r)) for r in range(self.size)]
-            merge_parts(final, self._input_length, parts)
-        if self._output_handle is not None:
-            self._output_handle.path = final
-        self.comm.Barrier()
+        self.comm.Barrier()  # every rank's chunks are written
 
     def _check_option_values(self) -> None:
         check_band_lists(self.config.bands, self.config.err_bands)
