@@ -58,11 +58,18 @@ def test_fused_inference_equals_the_module():
         net(torch.randn(64, 13) * 2 + 1)
     net.eval()
     x = torch.randn(50, 13)
+    fused = FusedEnsemble(net)  # latent 4 and 15 outputs, zero-padded to 16 inside
     with torch.no_grad():
         ref = net.mixture(x)[:3]
-        out = FusedEnsemble(net).mixture(x)
-    for a, b in zip(ref, out):
+        out = fused.mixture(x)
+        kept = [t.clone() for t in out]
+        again = fused.mixture(x[:20])  # other batch shape, then the same one: layer buffers reused
+        fused.mixture(torch.randn(50, 13))
+    for a, b, c in zip(ref, out, kept):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(b, c, rtol=0, atol=0)  # earlier outputs are not overwritten
+    for a, b in zip(ref, again):
+        torch.testing.assert_close(a[:, :20], b, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("width,threads", [(4, 1), (64, 1), (64, 2)])
