@@ -84,6 +84,7 @@ class InformOptions:
     dropout: float = 0.02
     train: TrainConfig = field(default_factory=TrainConfig)
     calibrate: bool = True
+    calibrate_weight_power: bool = False
     recenter: float = 1.0
     device: str = "auto"
     use_exposures: str = "auto"
@@ -362,7 +363,7 @@ def train_deepz(
     cal = Calibration(recenter=recenter)
     cal_info: dict = {}
     if opts.calibrate:
-        cal, cal_info = _calibrate(model, x, z, splits, opts.n_folds, recenter)
+        cal, cal_info = _calibrate(model, x, z, splits, opts.n_folds, recenter, opts.calibrate_weight_power)
         log(f"calibration {cal.to_dict()}: PIT CvM on held-out folds {cal_info['cvm_before']:.3f} -> {cal_info['cvm_after']:.3f}")
 
     arrays = {f"net/{k}": v.detach().cpu().numpy() for k, v in model.state_dict().items()}
@@ -392,7 +393,7 @@ def train_deepz(
     return DeepzModel(format=FORMAT, format_version=FORMAT_VERSION, arrays=arrays, meta=meta)
 
 
-def _calibrate(model, x, z, splits, n_folds, recenter):
+def _calibrate(model, x, z, splits, n_folds, recenter, fit_power=False):
     """Fit the calibration on out-of-fold predictions: each galaxy pooled over the members that held it out."""
     log_w, means, stds = predict(model, x)  # (M, N, G)
     n = x.shape[0]
@@ -415,5 +416,6 @@ def _calibrate(model, x, z, splits, n_folds, recenter):
         return torch.gather(t, 0, sel.unsqueeze(-1).expand(-1, -1, t.shape[-1]))
 
     zt = torch.as_tensor(z[rows], device=log_w.device)
-    cal, info = fit_calibration(gather(log_w).cpu(), gather(means).cpu(), gather(stds).cpu(), zt.cpu(), recenter)
+    cal, info = fit_calibration(gather(log_w).cpu(), gather(means).cpu(), gather(stds).cpu(), zt.cpu(), recenter,
+                                 fit_power=fit_power)
     return cal, info

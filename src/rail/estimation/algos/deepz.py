@@ -92,6 +92,8 @@ class DeepzInformer(CheckedOptions, CatInformer):
         weight_decay=Param(float, 1e-5, msg="Adam weight decay"),
         ae_weight=Param(float, 0.0, msg="weight of the autoencoder reconstruction loss (0: redshift loss only)"),
         calibrate=Param(bool, True, msg="calibrate the pooled PDFs on the held-out folds"),
+        calibrate_weight_power=Param(bool, False, msg="also fit a power of the component weights (sharpens or "
+                                     "flattens secondary peaks; raises the pooled outlier rate on DC2 folds)"),
         recenter=Param(float, 1.0, msg="0-1: shift members toward the ensemble mean before pooling (0: plain pool)"),
         seed=Param(int, 87, msg="random seed: splits, initial weights, batches, dropout"),
         device=Param(str, "auto", msg="'auto' (CUDA when available, else CPU), 'cpu', 'cuda', 'cuda:N'"),
@@ -250,6 +252,7 @@ class DeepzInformer(CheckedOptions, CatInformer):
                 seed=c.seed,
             ),
             calibrate=c.calibrate,
+            calibrate_weight_power=c.calibrate_weight_power,
             recenter=c.recenter,
             device=c.device,
             use_exposures=c.use_exposures,
