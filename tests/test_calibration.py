@@ -1,7 +1,10 @@
 """Held-out calibration fit (rail.deepz.calibration)."""
 
 import numpy as np
+import pytest
 import torch
+
+from conftest import TINY
 
 from rail.deepz.calibration import Calibration, fit_calibration, pool_members, pit_cvm
 from rail.deepz import mixture
@@ -39,3 +42,24 @@ def test_weight_power_is_fitted_on_request():
     assert free.weight_power > 1.5  # suppresses the spurious peak
     assert info_free["cvm_after"] < info_fixed["cvm_after"]
     assert _cvm(log_w, means, stds, z, Calibration()) == info_free["cvm_before"]
+
+
+@pytest.mark.parametrize("option", [None, True])
+def test_informer_option_reaches_the_fit(option, dc2_train, monkeypatch):
+    from rail.deepz import informing
+    from rail.estimation.algos.deepz import DeepzInformer
+
+    seen = {}
+
+    def recording_fit(*args, **kwargs):
+        seen.update(kwargs)
+        return fit_calibration(*args, **kwargs)
+
+    monkeypatch.setattr(informing, "fit_calibration", recording_fit)
+    extra = {} if option is None else dict(calibrate_weight_power=option)
+    stage = DeepzInformer.make_stage(name=f"inform_cal_{option}", hdf5_groupname="", output_mode="return",
+                                     num_threads=1, **TINY, **extra)
+    stage.inform({k: np.asarray(v[:600]) for k, v in dc2_train.items()})
+    assert seen["fit_power"] is bool(option)
+    if option is None:
+        assert stage.get_data("model")["meta"]["calibration"]["weight_power"] == 1.0
