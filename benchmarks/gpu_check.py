@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="", help="torch device (default: cuda when available)")
     ap.add_argument("--sims", type=int, default=50_000, help="simulated galaxies for pretraining (0: none)")
+    ap.add_argument("--sims-file", default="", help="pretrain on this DeepzSimCreator output (HDF5, group "
+                    "'photometry') instead of simulating (for machines without the SSP data package)")
     ap.add_argument("--rows", type=int, default=1_000_000, help="rows of the tiled estimation input")
     ap.add_argument("--precisions", default="float32,bfloat16,float16")
     ap.add_argument("--batch-size", type=int, default=16384, help="DeepzEstimator batch_size")
@@ -71,7 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     quick = dict(epochs_per_step=[4, 2, 1], pretrain_epochs_per_step=[2, 1]) if args.quick else {}
 
     sims = None
-    if args.sims:
+    if args.sims_file:
+        sims = tables_io.read(args.sims_file)  # as DeepzSimCreator writes it: {"photometry": {...}}
+        n_sims = len(next(iter(sims.get("photometry", sims).values())))
+        report["sims_file"] = args.sims_file
+        _say(f"pretraining on {n_sims:,} simulated galaxies from {args.sims_file}")
+    elif args.sims:
         t0 = time.perf_counter()
         creator = DeepzSimCreator.make_stage(name="gpu_sims", model="none", n_samples=args.sims, seed=87,
                                              output=os.path.join(work, "sims.hdf5"))
