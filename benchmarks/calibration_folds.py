@@ -10,12 +10,15 @@ galaxies) and scored: |dz|/(1+z) > 0.15 outlier fraction and sigma68 of zmode, P
 (301-point grid 0-3, as the RAIL baseline).
 
 Fitter variants: ``power`` fits std_scale, shift and the weight power (the pre-session-4 default);
-``default`` fits std_scale and shift (``calibrate_weight_power: false``).
+``default`` fits std_scale and shift (``calibrate_weight_power: false``). Each is scored with every
+``--recenter`` and ``--ambiguity`` value (``ambiguity_shrink``: the pooled PDF narrowed by the
+members' spread; 0 = off).
 
 Usage::
 
     python benchmarks/calibration_folds.py --seeds 87,88          # ~6 min per seed on one core
     python benchmarks/calibration_folds.py --seeds 89,90 --recenter 0.5,0.75,1
+    python benchmarks/calibration_folds.py --seeds 87,88 --ambiguity 0,1
 
 Outputs ``<output>/calibration_folds.json`` and ``.md`` (default ``benchmarks/output``).
 """
@@ -108,6 +111,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", default="87,88", help="comma list of DeepzInformer seeds")
     ap.add_argument("--recenter", default="1", help="comma list of recenter values to score")
+    ap.add_argument("--ambiguity", default="1", help="comma list of ambiguity_shrink values to score")
+    ap.add_argument("--fitters", default="power,default", help="comma list of fitters (power, default)")
     ap.add_argument("--output", default=os.path.join(HERE, "output"))
     ap.add_argument("--workdir", help="fold models (default <output>/calibration_folds_work)")
     args = ap.parse_args()
@@ -121,6 +126,8 @@ def main() -> None:
     folds = outer_folds(n)
     seeds = [int(s) for s in args.seeds.split(",")]
     recenters = [float(r) for r in args.recenter.split(",")]
+    ambiguities = [float(a) for a in args.ambiguity.split(",")]
+    fitters = {name: FITTERS[name] for name in args.fitters.split(",")}
     rows: list[dict] = []
     for seed in seeds:
         pooled: dict[str, dict[str, np.ndarray]] = {}
@@ -129,19 +136,20 @@ def main() -> None:
             model = train_fold(train, fit_rows, seed, os.path.join(work, f"seed{seed}_fold{k}.npz"))
             fit_table = {c: v[fit_rows] for c, v in train.items()}
             held_table = {c: v[held] for c, v in train.items()}
-            for fitter, fit_power in FITTERS.items():
+            for fitter, fit_power in fitters.items():
                 cal = refit(model, fit_table, seed, fit_power)
                 for rc in recenters:
-                    variant = copy.deepcopy(model)
-                    variant["meta"]["calibration"] = dict(cal, recenter=rc)
-                    out = score(variant, held_table)
-                    acc = pooled.setdefault(f"{fitter}|{rc}", {key: np.zeros(n) for key in out})
-                    for key, val in out.items():
-                        acc[key][held] = val
+                    for amb in ambiguities:
+                        variant = copy.deepcopy(model)
+                        variant["meta"]["calibration"] = dict(cal, recenter=rc, ambiguity=amb)
+                        out = score(variant, held_table)
+                        acc = pooled.setdefault(f"{fitter}|{rc}|{amb}", {key: np.zeros(n) for key in out})
+                        for key, val in out.items():
+                            acc[key][held] = val
             log(f"seed {seed} fold {k} scored")
         for name, acc in pooled.items():
-            fitter, rc = name.split("|")
-            row = dict(seed=seed, fitter=fitter, recenter=float(rc),
+            fitter, rc, amb = name.split("|")
+            row = dict(seed=seed, fitter=fitter, recenter=float(rc), ambiguity=float(amb),
                        outlier_frac=outlier_fraction(acc["zmode"], ztrue), sigma68=sigma68(acc["zmode"], ztrue),
                        pit_ks=float(stats.kstest(acc["pit"], "uniform").statistic), cde_loss=float(acc["cde"].mean()))
             rows.append(row)
@@ -149,14 +157,17 @@ def main() -> None:
     keys = ("outlier_frac", "sigma68", "pit_ks", "cde_loss")
     lines = ["# Calibration settings on the DC2 training file (outer 5-fold split)", "",
              f"`{' '.join(sys.argv)}`; seeds {seeds}; {n} training galaxies, each scored by the model that did not "
-             "train on it.", "", "| fitter | recenter | seed | " + " | ".join(keys) + " |",
-             "|---|---|---|" + "---|" * len(keys)]
+             "train on it.", "", "| fitter | recenter | ambiguity | seed | " + " | ".join(keys) + " |",
+             "|---|---|---|---|" + "---|" * len(keys)]
     for r in rows:
-        lines.append(f"| {r['fitter']} | {r['recenter']} | {r['seed']} | " + " | ".join(f"{r[k]:.4f}" for k in keys) + " |")
-    lines += ["", "Mean over seeds:", "", "| fitter | recenter | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
-    for name in dict.fromkeys((r["fitter"], r["recenter"]) for r in rows):
-        sel = [r for r in rows if (r["fitter"], r["recenter"]) == name]
-        lines.append(f"| {name[0]} | {name[1]} | " + " | ".join(f"{np.mean([r[k] for r in sel]):.4f}" for k in keys) + " |")
+        lines.append(f"| {r['fitter']} | {r['recenter']} | {r['ambiguity']} | {r['seed']} | "
+                     + " | ".join(f"{r[k]:.4f}" for k in keys) + " |")
+    lines += ["", "Mean over seeds:", "", "| fitter | recenter | ambiguity | " + " | ".join(keys) + " |",
+              "|---|---|---|" + "---|" * len(keys)]
+    for name in dict.fromkeys((r["fitter"], r["recenter"], r["ambiguity"]) for r in rows):
+        sel = [r for r in rows if (r["fitter"], r["recenter"], r["ambiguity"]) == name]
+        lines.append(f"| {name[0]} | {name[1]} | {name[2]} | "
+                     + " | ".join(f"{np.mean([r[k] for r in sel]):.4f}" for k in keys) + " |")
     with open(os.path.join(args.output, "calibration_folds.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     with open(os.path.join(args.output, "calibration_folds.json"), "w", encoding="utf-8") as f:

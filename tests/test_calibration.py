@@ -6,7 +6,7 @@ import torch
 
 from conftest import TINY
 
-from rail.deepz.calibration import Calibration, fit_calibration, pool_members, pit_cvm
+from rail.deepz.calibration import Calibration, apply_calibration, fit_calibration, pool_members, pit_cvm
 from rail.deepz import mixture
 
 
@@ -63,3 +63,42 @@ def test_informer_option_reaches_the_fit(option, dc2_train, monkeypatch):
     assert seen["fit_power"] is bool(option)
     if option is None:
         assert stage.get_data("model")["meta"]["calibration"]["weight_power"] == 1.0
+
+
+def _two_members(d=0.1, n=50, sigma=0.05):
+    """Two single-Gaussian members with the same width, means 1 - d and 1 + d: spread A = d^2."""
+    log_w = torch.zeros(2, n, 1, dtype=torch.float64)
+    means = torch.stack([torch.full((n, 1), 1.0 - d, dtype=torch.float64), torch.full((n, 1), 1.0 + d, dtype=torch.float64)])
+    stds = torch.full((2, n, 1), sigma, dtype=torch.float64)
+    return log_w, means, stds
+
+
+def _pooled_moments(log_w, means, stds):
+    w, m, s = mixture.combine_members(log_w, means, stds)
+    mu = (w * m).sum(-1)
+    return mu, (w * (s * s + (m - mu[:, None]) ** 2)).sum(-1)
+
+
+def test_ambiguity_narrowing_removes_the_members_spread_from_the_pooled_variance():
+    log_w, means, stds = _two_members(d=0.03, sigma=0.05)
+    base = Calibration(recenter=1.0)
+    mu0, var0 = _pooled_moments(*apply_calibration(log_w, means, stds, base))
+    np.testing.assert_allclose(var0, 0.05**2)  # recentred: the pool is one member's shape
+    mu1, var1 = _pooled_moments(*apply_calibration(log_w, means, stds, Calibration(recenter=1.0, ambiguity=1.0)))
+    np.testing.assert_allclose(mu1, mu0)
+    np.testing.assert_allclose(var1, 0.05**2 - 0.03**2)
+    # half the weight, half the reduction; no recentring: the pool keeps its spread, minus A
+    _, var_half = _pooled_moments(*apply_calibration(log_w, means, stds, Calibration(recenter=1.0, ambiguity=0.5)))
+    np.testing.assert_allclose(var_half, 0.05**2 - 0.5 * 0.03**2)
+    _, var_plain = _pooled_moments(*apply_calibration(log_w, means, stds, Calibration(ambiguity=1.0)))
+    np.testing.assert_allclose(var_plain, 0.05**2)  # (sigma^2 + d^2) - d^2
+
+
+def test_ambiguity_narrowing_keeps_a_quarter_of_the_variance_and_ignores_single_members():
+    log_w, means, stds = _two_members(d=0.2, sigma=0.05)  # members far apart: A > V after recentring
+    _, var = _pooled_moments(*apply_calibration(log_w, means, stds, Calibration(recenter=1.0, ambiguity=1.0)))
+    np.testing.assert_allclose(var, 0.25 * 0.05**2)
+    one = [t[:1] for t in (log_w, means, stds)]
+    out = apply_calibration(*one, Calibration(recenter=1.0, ambiguity=1.0))
+    for a, b in zip(one, out):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -159,7 +159,7 @@ def test_foreign_and_wrong_version_files(tmp_path):
     header = dict(format=FORMAT, format_version=FORMAT_VERSION + 1, meta=dict(versions={"pz-rail-deepz": "9.0"}),
                   sha256=model_io._checksum(m["arrays"]))
     _write_with_header(str(tmp_path / "newer.npz"), header, m["arrays"])
-    cases["newer.npz"] = f"format version {FORMAT_VERSION + 1} .*pz-rail-deepz 9.0.*reads format version {FORMAT_VERSION}"
+    cases["newer.npz"] = f"format version {FORMAT_VERSION + 1} .*pz-rail-deepz 9.0.*reads format versions 1, 2"
     for name, pattern in cases.items():
         with pytest.raises(ModelFormatError, match=pattern):
             load_model(str(tmp_path / name))
@@ -191,3 +191,14 @@ def test_write_is_atomic(tmp_path, monkeypatch):
         monkeypatch.setattr(model_io.np, "savez", crash)
         save_model(new, str(tmp_path / "fresh.npz"))
     assert not os.path.exists(tmp_path / "fresh.npz")  # nothing that looks like a model
+
+
+def test_format_version_1_models_are_read_without_the_ambiguity_narrowing():
+    """Models written before format 2 have no calibration 'ambiguity': read, and estimated as before."""
+    from rail.deepz.calibration import Calibration
+    from rail.deepz.model_io import validate_model
+
+    old = dict(_model(), format_version=1)
+    assert validate_model(old) is old
+    assert "ambiguity" not in old["meta"]["calibration"]
+    assert Calibration(**old["meta"]["calibration"]).ambiguity == 0.0

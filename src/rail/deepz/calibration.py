@@ -19,6 +19,14 @@ three parameters:
 ``shift`` (b)
     every component mean moves by ``b * sigma_k`` (a location correction in units of the
     component width, which removes a skewed PIT histogram).
+``ambiguity`` (a, 0-1)
+    the pooled PDF of each galaxy is narrowed about its mean (component means and widths scaled
+    by f) so that its variance V drops to V - a A, f = sqrt(max(1 - a A / V, 1/4)), where A is the
+    spread of the members' means around the ensemble mean. The ensemble mean is closer to the
+    truth than a single member by exactly that spread on average (the ambiguity decomposition:
+    mean squared error of the ensemble mean = mean member squared error - A), while ``s``, ``b``
+    are fitted on single members. Needs no redshifts; fixed by the user (default 1 for ensembles,
+    0 in models written before it existed).
 
 ``s`` and ``b`` (and ``t``) are fitted on out-of-fold predictions: each training galaxy is predicted by the
 members that did not train on it (its validation fold), pooled with the same recentring, and the
@@ -46,6 +54,7 @@ class Calibration:
     std_scale: float = 1.0
     weight_power: float = 1.0
     shift: float = 0.0
+    ambiguity: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,15 +66,40 @@ def apply_calibration(
     """Calibrate per-member mixtures (M, N, G); returns (log_w, means, stds) of the same shape."""
     if cal.weight_power != 1.0:
         log_w = torch.log_softmax(log_w * cal.weight_power, dim=-1)
-    if cal.recenter != 0.0 and means.shape[0] > 1:
+    pooled = means.shape[0] > 1
+    spread = None
+    if pooled and (cal.recenter != 0.0 or cal.ambiguity != 0.0):
         member_mean = (torch.exp(log_w) * means).sum(-1, keepdim=True)  # (M, N, 1)
-        pool_mean = member_mean.mean(0, keepdim=True)
-        means = means - cal.recenter * (member_mean - pool_mean)
+        offset = member_mean - member_mean.mean(0, keepdim=True)
+        spread = (offset * offset).mean(0)  # (N, 1): the members' ambiguity A
+        if cal.recenter != 0.0:
+            means = means - cal.recenter * offset
     if cal.shift != 0.0:
         means = means + cal.shift * stds
     if cal.std_scale != 1.0:
         stds = stds * cal.std_scale
+    if pooled and cal.ambiguity != 0.0:
+        assert spread is not None
+        means, stds = _narrow_pool(log_w, means, stds, cal.ambiguity * spread)
     return log_w, means, stds
+
+
+_MIN_VARIANCE_FRACTION = 0.25  # the ambiguity narrowing keeps at least this fraction of the pooled variance
+
+
+def _narrow_pool(log_w: torch.Tensor, means: torch.Tensor, stds: torch.Tensor, reduction: torch.Tensor):
+    """Scale each galaxy's pooled mixture about its mean so its variance V becomes V - reduction.
+
+    log_w, means, stds (M, N, G); reduction (N, 1). The factor f = sqrt(1 - reduction / V) (at
+    least sqrt(_MIN_VARIANCE_FRACTION)) multiplies every component width and every component's
+    distance from the pooled mean, so the pooled mean is unchanged and the variance scales by f^2.
+    """
+    w = torch.exp(log_w) / means.shape[0]  # pooled weights
+    mu = (w * means).sum(dim=(0, 2)).unsqueeze(-1)  # (N, 1)
+    d = means - mu
+    var = (w * (stds * stds + d * d)).sum(dim=(0, 2)).unsqueeze(-1)
+    f = torch.sqrt(torch.clamp(1.0 - reduction / var.clamp_min(1e-30), min=_MIN_VARIANCE_FRACTION))
+    return mu + f * d, stds * f
 
 
 def pool_members(

@@ -86,6 +86,7 @@ class InformOptions:
     calibrate: bool = True
     calibrate_weight_power: bool = False
     recenter: float = 1.0
+    ambiguity_shrink: float = 1.0
     device: str = "auto"
     use_exposures: str = "auto"
     augment: Augmentation = field(default_factory=Augmentation)
@@ -364,6 +365,8 @@ def train_deepz(
     cal_info: dict = {}
     if opts.calibrate:
         cal, cal_info = _calibrate(model, x, z, splits, opts.n_folds, recenter, opts.calibrate_weight_power)
+        if n_members > 1:
+            cal.ambiguity = opts.ambiguity_shrink
         log(f"calibration {cal.to_dict()}: PIT CvM on held-out folds {cal_info['cvm_before']:.3f} -> {cal_info['cvm_after']:.3f}")
 
     arrays = {f"net/{k}": v.detach().cpu().numpy() for k, v in model.state_dict().items()}

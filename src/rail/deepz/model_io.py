@@ -44,7 +44,8 @@ __all__ = [
 ]
 
 FORMAT = "pz-rail-deepz-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: calibration 'ambiguity' (absent in 1, read as 0)
+READABLE_VERSIONS = (1, 2)
 _META_KEY = "__meta__"
 
 
@@ -104,11 +105,12 @@ def validate_model(model: Any, source: str = "model") -> dict:
             f"{source} is not a pz-rail-deepz model (got a {kind}); train one with DeepzInformer"
         )
     version = model.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         written_by = model.get("meta", {}).get("versions", {}).get("pz-rail-deepz", "an unknown version")
         raise ModelFormatError(
             f"{source} has model format version {version} (written by pz-rail-deepz {written_by}); "
-            f"this pz-rail-deepz reads format version {FORMAT_VERSION}: retrain the model with this version"
+            f"this pz-rail-deepz reads format versions {', '.join(map(str, READABLE_VERSIONS))}: "
+            "retrain the model with this version"
         )
     for key in ("arrays", "meta"):
         if not isinstance(model.get(key), dict):

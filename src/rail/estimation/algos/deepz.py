@@ -95,6 +95,8 @@ class DeepzInformer(CheckedOptions, CatInformer):
         calibrate_weight_power=Param(bool, False, msg="also fit a power of the component weights (sharpens or "
                                      "flattens secondary peaks; raises the pooled outlier rate on DC2 folds)"),
         recenter=Param(float, 1.0, msg="0-1: shift members toward the ensemble mean before pooling (0: plain pool)"),
+        ambiguity_shrink=Param(float, 1.0, msg="0-1: narrow each calibrated pooled PDF so its variance drops by this "
+                               "fraction of the members' spread (the ensemble mean beats one member; 0: off)"),
         seed=Param(int, 87, msg="random seed: splits, initial weights, batches, dropout"),
         device=Param(str, "auto", msg="'auto' (CUDA when available, else CPU), 'cpu', 'cuda', 'cuda:N'"),
         num_threads=Param(int, 0, msg="torch CPU threads; 0 = torch default (ceci sets OMP_NUM_THREADS)"),
@@ -173,8 +175,9 @@ class DeepzInformer(CheckedOptions, CatInformer):
         _check_positive(c, ["checkpoint_interval"], minimum=0)
         if not 0.0 <= c.dropout < 1.0:
             raise ValueError(f"option 'dropout' must be in [0, 1), got {c.dropout}")
-        if not 0.0 <= c.recenter <= 1.0:
-            raise ValueError(f"option 'recenter' must be in [0, 1], got {c.recenter}")
+        for key in ("recenter", "ambiguity_shrink"):
+            if not 0.0 <= c[key] <= 1.0:
+                raise ValueError(f"option '{key}' must be in [0, 1], got {c[key]}")
         if c.weight_decay < 0 or c.ae_weight < 0:
             raise ValueError("options 'weight_decay' and 'ae_weight' must be >= 0")
         lrs, eps = list(c.learning_rates), list(c.epochs_per_step)
@@ -254,6 +257,7 @@ class DeepzInformer(CheckedOptions, CatInformer):
             calibrate=c.calibrate,
             calibrate_weight_power=c.calibrate_weight_power,
             recenter=c.recenter,
+            ambiguity_shrink=c.ambiguity_shrink,
             device=c.device,
             use_exposures=c.use_exposures,
             augment=augment,
