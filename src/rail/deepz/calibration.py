@@ -3,7 +3,8 @@
 An MDN ensemble is sharp but its linear pool (the mean of the members' PDFs) is not calibrated:
 members that disagree widen the pool beyond what the errors justify, while single members can be
 over- or under-confident. The calibration used here keeps the output a Gaussian mixture and has
-three parameters:
+five parameters, two fixed by the user (``recenter``, ``ambiguity``), two fitted (``std_scale``,
+``shift``) and one fitted on request (``weight_power``):
 
 ``recenter`` (lambda, 0-1)
     each member's mixture is shifted by ``-lambda (mean_m - mean_pool)`` before pooling, so
