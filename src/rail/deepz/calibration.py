@@ -68,9 +68,10 @@ def apply_calibration(
     if cal.weight_power != 1.0:
         log_w = torch.log_softmax(log_w * cal.weight_power, dim=-1)
     pooled = means.shape[0] > 1
-    spread = None
+    weights = spread = None
     if pooled and (cal.recenter != 0.0 or cal.ambiguity != 0.0):
-        member_mean = (torch.exp(log_w) * means).sum(-1, keepdim=True)  # (M, N, 1)
+        weights = torch.exp(log_w)  # (M, N, G), each member's weights summing to 1
+        member_mean = (weights * means).sum(-1, keepdim=True)  # (M, N, 1)
         offset = member_mean - member_mean.mean(0, keepdim=True)
         spread = (offset * offset).mean(0)  # (N, 1): the members' ambiguity A
         if cal.recenter != 0.0:
@@ -80,22 +81,22 @@ def apply_calibration(
     if cal.std_scale != 1.0:
         stds = stds * cal.std_scale
     if pooled and cal.ambiguity != 0.0:
-        assert spread is not None
-        means, stds = _narrow_pool(log_w, means, stds, cal.ambiguity * spread)
+        assert weights is not None and spread is not None
+        means, stds = _narrow_pool(weights, means, stds, cal.ambiguity * spread)
     return log_w, means, stds
 
 
 _MIN_VARIANCE_FRACTION = 0.25  # the ambiguity narrowing keeps at least this fraction of the pooled variance
 
 
-def _narrow_pool(log_w: torch.Tensor, means: torch.Tensor, stds: torch.Tensor, reduction: torch.Tensor):
+def _narrow_pool(weights: torch.Tensor, means: torch.Tensor, stds: torch.Tensor, reduction: torch.Tensor):
     """Scale each galaxy's pooled mixture about its mean so its variance V becomes V - reduction.
 
-    log_w, means, stds (M, N, G); reduction (N, 1). The factor f = sqrt(1 - reduction / V) (at
+    weights (each member's summing to 1), means, stds (M, N, G); reduction (N, 1). The factor f = sqrt(1 - reduction / V) (at
     least sqrt(_MIN_VARIANCE_FRACTION)) multiplies every component width and every component's
     distance from the pooled mean, so the pooled mean is unchanged and the variance scales by f^2.
     """
-    w = torch.exp(log_w) / means.shape[0]  # pooled weights
+    w = weights / means.shape[0]  # pooled weights
     mu = (w * means).sum(dim=(0, 2)).unsqueeze(-1)  # (N, 1)
     d = means - mu
     var = (w * (stds * stds + d * d)).sum(dim=(0, 2)).unsqueeze(-1)
