@@ -6,8 +6,10 @@ and outer fold, a default DeepzInformer model is trained on the other four fifth
 cached in ``--workdir``); its calibration is then refitted on the model's own held-out members
 (what ``DeepzInformer`` does) with each fitter variant, applied with each ``recenter`` value, and
 the model predicts the outer fold's 2,045 galaxies. The five folds' predictions are pooled (10,225
-galaxies) and scored: |dz|/(1+z) > 0.15 outlier fraction and sigma68 of zmode, PIT KS, CDE loss
-(301-point grid 0-3, as the RAIL baseline).
+galaxies) and scored: |dz|/(1+z) > 0.15 outlier fraction and sigma68 of zmode, PIT KS, and the CDE
+loss as the trapezoid integral of p^2 on the 301-point grid 0-3 minus 2 p(z_true) with p evaluated
+exactly at z_true (``rail.deepz.metrics.cde_loss`` and the RAIL baseline take p at the nearest grid
+point instead, so the values here are not directly comparable with theirs).
 
 Fitter variants: ``power`` fits std_scale, shift and the weight power (the pre-session-4 default);
 ``default`` fits std_scale and shift (``calibrate_weight_power: false``). Each is scored with every
@@ -40,7 +42,6 @@ from scipy import stats
 
 from rail.deepz import features as feat
 from rail.deepz import informing, mixture
-from rail.deepz.calibration import fit_calibration
 from rail.deepz.estimating import DeepzPredictor
 from rail.deepz.metrics import outlier_fraction, sigma68
 from rail.deepz.model_io import load_model, save_model
@@ -87,12 +88,7 @@ def refit(model: dict, table: dict, seed: int, fit_power: bool) -> dict:
     n_splits = int(model["meta"]["training"]["n_splits"])
     splits = ensemble_splits(len(z), n_splits, n_folds, seed)
     recenter = float(model["meta"]["calibration"]["recenter"])
-    original = informing.fit_calibration
-    informing.fit_calibration = lambda *a, **kw: fit_calibration(*a, **dict(kw, fit_power=fit_power))
-    try:
-        cal, _ = informing._calibrate(pred.net, xs, z, splits, n_folds, recenter)  # pylint: disable=protected-access
-    finally:
-        informing.fit_calibration = original
+    cal, _ = informing._calibrate(pred.net, xs, z, splits, n_folds, recenter, fit_power)  # pylint: disable=protected-access
     return cal.to_dict()
 
 
