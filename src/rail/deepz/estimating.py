@@ -6,6 +6,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import torch
+from torch.profiler import record_function
 
 from . import features as feat
 from . import mixture
@@ -259,12 +260,15 @@ class DeepzPredictor:
         (moment-preserving, :func:`rail.deepz.mixture.reduce_components`); the point estimates
         are then those of the merged mixture (zmean and zstd are unchanged by the merge).
         """
-        phot = self.photometry(table, err_bands)
-        x, _, _, bad_ref = feat.flux_features(phot, self.ref_index)
         check_choice("pdf_dtype", pdf_dtype, list(PDF_DTYPES))
+        with record_function("deepz.read_photometry"):
+            phot = self.photometry(table, err_bands)
+        with record_function("deepz.features"):
+            x, _, _, bad_ref = feat.flux_features(phot, self.ref_index)
         reduce = 0 < n_output_components < self.n_components
         # float32 PDFs without a merge are pooled in float32 directly (the merge runs in float64)
-        w, m, s = self.mixtures(x, torch.float32 if pdf_dtype == "float32" and not reduce else torch.float64)
+        with record_function("deepz.network"):
+            w, m, s = self.mixtures(x, torch.float32 if pdf_dtype == "float32" and not reduce else torch.float64)
         flags = compute_flags(phot.status, bad_ref, phot.invalid, phot.bad_err)
         if bad_ref.any():
             rows = torch.as_tensor(np.flatnonzero(bad_ref), device=w.device)
@@ -280,6 +284,7 @@ class DeepzPredictor:
         result = {k: t.cpu().numpy().astype(PDF_DTYPES[pdf_dtype], copy=False)
                   for k, t in (("weights", w), ("means", m), ("stds", s))}
         w, m, s = w.double(), m.double(), s.double()
-        result.update(self.point_estimates(w, m, s, odds_window))
+        with record_function("deepz.point_estimates"):
+            result.update(self.point_estimates(w, m, s, odds_window))
         result["deepz_flag"] = flags
         return result

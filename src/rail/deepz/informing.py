@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
+from torch.profiler import record_function
 
 from . import features as feat
 from .augmentation import Augmentation, BatchInputs, FluxTable, has_exposures, read_flux_table
@@ -289,7 +290,8 @@ def train_deepz(
     log = progress or (lambda msg: None)
     t0 = time.time()
     opts.augment.check()
-    data = prepare_training_data(table, opts)
+    with record_function("deepz.prepare_data"):
+        data = prepare_training_data(table, opts)
     if data.n_dropped_ref or data.n_dropped_z:
         log(
             f"dropped {data.n_dropped_ref} rows without a usable reference band '{opts.ref_band}' and "
@@ -300,10 +302,12 @@ def train_deepz(
     z = data.redshift
     sim_data = None
     if sims is not None:
-        sim_data = prepare_training_data(sims, opts)
+        with record_function("deepz.prepare_data"):
+            sim_data = prepare_training_data(sims, opts)
         if pretrained is None:
             if not mpi or rank == 0:
-                pretrained = transfer.pretrain(sims, opts, progress=log, data=sim_data, checkpoints=checkpoints)
+                with record_function("deepz.pretrain"):
+                    pretrained = transfer.pretrain(sims, opts, progress=log, data=sim_data, checkpoints=checkpoints)
             if mpi:  # one pretraining, shared by every rank
                 pretrained = comm.bcast(pretrained, root=0)
     elif opts.transfer.finetune_sim_fraction > 0:
@@ -339,20 +343,21 @@ def train_deepz(
             assert sim_data is not None
             extra["aux"] = transfer.simulation_batches(sim_data, mean, std, opts, device, train_cfg)
         transfer_info = transfer.summary(pretrained, opts)
-    result = None if not local else train_ensemble(
-        model,
-        x,
-        torch.as_tensor(z, device=device),
-        torch.as_tensor(data.ratios, device=device),
-        torch.as_tensor(data.ratio_err, device=device),
-        splits,
-        train_cfg,
-        progress=log,
-        inputs=inputs,
-        checkpoint=None if checkpoints is None else checkpoints.phase("train"),
-        members=local,
-        **extra,
-    )
+    with record_function("deepz.train"):
+        result = None if not local else train_ensemble(
+            model,
+            x,
+            torch.as_tensor(z, device=device),
+            torch.as_tensor(data.ratios, device=device),
+            torch.as_tensor(data.ratio_err, device=device),
+            splits,
+            train_cfg,
+            progress=log,
+            inputs=inputs,
+            checkpoint=None if checkpoints is None else checkpoints.phase("train"),
+            members=local,
+            **extra,
+        )
     if mpi:  # rank 0 stacks every rank's members into one ensemble; the others are done
         full = build_network(arch, n_members, opts.train.seed).to(device) if rank == 0 else None
         result = distributed.gather_ensemble(comm, model, local, result, full)
@@ -364,7 +369,8 @@ def train_deepz(
     cal = Calibration(recenter=recenter)
     cal_info: dict = {}
     if opts.calibrate:
-        cal, cal_info = _calibrate(model, x, z, splits, opts.n_folds, recenter, opts.calibrate_weight_power)
+        with record_function("deepz.calibrate"):
+            cal, cal_info = _calibrate(model, x, z, splits, opts.n_folds, recenter, opts.calibrate_weight_power)
         if n_members > 1:
             cal.ambiguity = opts.ambiguity_shrink
         log(f"calibration {cal.to_dict()}: PIT CvM on held-out folds {cal_info['cvm_before']:.3f} -> {cal_info['cvm_after']:.3f}")

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import qp
 import torch
+from torch.profiler import record_function
 from ceci.config import StageParameter as Param
 from rail.core.common_params import SHARED_PARAMS
 from rail.core.data import TableHandle
@@ -479,12 +480,14 @@ class DeepzEstimator(CheckedOptions, CatEstimator):
         assert self.predictor is not None
         res = self.predictor.predict(data, self.config.err_bands, self.config.odds_window,
                                      self.config.n_output_components, self.config.pdf_dtype)
-        ens = qp.Ensemble(
-            qp.mixmod,
-            data=dict(weights=res["weights"], means=res["means"], stds=res["stds"]),
-            ancil={k: res[k] for k in ANCIL_KEYS},
-        )
-        self._do_chunk_output(ens, start, end, first, data=data)
+        with record_function("deepz.qp_ensemble"):
+            ens = qp.Ensemble(
+                qp.mixmod,
+                data=dict(weights=res["weights"], means=res["means"], stds=res["stds"]),
+                ancil={k: res[k] for k in ANCIL_KEYS},
+            )
+        with record_function("deepz.write_chunk"):
+            self._do_chunk_output(ens, start, end, first, data=data)
 
     # qp's mixmod mean()/mode() are broken or grid-limited: exact versions for PointEstimationMixin.
     @staticmethod
