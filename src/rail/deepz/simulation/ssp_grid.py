@@ -157,6 +157,17 @@ def _read_popstar_fits(path: Path) -> SSPGrid:
     ))
 
 
+def _as_stored(grid: SSPGrid) -> SSPGrid:
+    """The grid with its spectra rounded to float32 as :func:`save_ssp_grid` stores them.
+
+    The disk cache holds float32 spectra: rounding the freshly read grid the same way makes the
+    first simulation in a fresh environment identical to every later one, which reads the cache.
+    """
+    return SSPGrid(wavelength=grid.wavelength, log_age_yr=grid.log_age_yr, metallicity=grid.metallicity,
+                   stellar=grid.stellar.astype(np.float32).astype(float),
+                   nebular=grid.nebular.astype(np.float32).astype(float), zsun=grid.zsun, source=grid.source)
+
+
 @lru_cache(maxsize=1)
 def load_popstar(use_disk_cache: bool = True) -> SSPGrid:
     """Load the PopStar grid (6 Z x 106 ages x ~1228 wavelengths), cached in memory and on disk.
@@ -173,7 +184,7 @@ def load_popstar(use_disk_cache: bool = True) -> SSPGrid:
             return load_ssp_grid(cache)
         except Exception:  # corrupt cache: rebuild it
             pass
-    grid = _read_popstar_fits(source)
+    grid = _as_stored(_read_popstar_fits(source))
     if use_disk_cache:
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
