@@ -6,8 +6,10 @@ import torch
 
 from rail.deepz import DeepzEstimator, DeepzInformer
 from rail.deepz import features as feat
-from rail.deepz.augmentation import Augmentation, BatchInputs, FluxTable, inject_outliers, randomized_coadd
-from rail.deepz.simulation.exposures import coadd_exposures, pack_exposures, simulate_exposures
+from rail.deepz import inputs
+from rail.deepz.augmentation import Augmentation, BatchInputs, inject_outliers, randomized_coadd
+from rail.deepz.inputs import FluxTable, coadd_exposures, pack_exposures
+from rail.deepz.simulation.exposures import simulate_exposures
 
 from conftest import BANDS, ERR_BANDS, TINY
 
@@ -86,10 +88,10 @@ def test_outliers_hit_the_requested_fraction_and_never_the_reference():
 def test_torch_features_match_numpy(dc2_train):
     table = {k: np.asarray(v[:3000]) for k, v in dc2_train.items()}
     limits = {b: 27.0 for b in BANDS}
-    phot = feat.read_photometry(table, BANDS, ERR_BANDS, limits)
+    phot = inputs.read_photometry(table, BANDS, ERR_BANDS, limits)
     x, r, re, bad = feat.flux_features(phot, 3)
     xt, rt, ret, badt = feat.flux_features_torch(torch.as_tensor(phot.flux), torch.as_tensor(phot.flux_err),
-                                                 torch.as_tensor(phot.status == feat.STATUS_MISSING), 3)
+                                                 torch.as_tensor(phot.status == inputs.STATUS_MISSING), 3)
     np.testing.assert_allclose(xt.numpy(), x, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(rt.numpy(), r, rtol=1e-5, atol=1e-7)
     np.testing.assert_array_equal(badt.numpy(), bad)
@@ -112,7 +114,7 @@ def test_batch_inputs_validation_path_is_unaugmented(exposures):
 def exposure_catalogue(dc2_train):
     """1,200 DC2 galaxies given 3-10 simulated exposures per band (5% outlier exposures)."""
     table = {k: np.asarray(v[:1200]) for k, v in dc2_train.items()}
-    phot = feat.read_photometry(table, BANDS, ERR_BANDS, {b: 27.0 for b in BANDS})
+    phot = inputs.read_photometry(table, BANDS, ERR_BANDS, {b: 27.0 for b in BANDS})
     out = simulate_exposures(np.random.default_rng(4), phot.flux, phot.flux_err, (3, 10), outlier_fraction=0.05)
     table.update(pack_exposures(out["flux"], out["flux_err"], KEYS))
     for j, key in enumerate(KEYS):

@@ -15,7 +15,7 @@ import torch
 from conftest import TINY, needs_mpi
 from rail.deepz import DeepzEstimator, DeepzInformer
 from rail.deepz import mixture as MX
-from rail.deepz.output import TurnTakingQPHandle, rank_ranges
+from rail.deepz.handles import TurnTakingQPHandle, rank_ranges
 
 N_ROWS = 1300
 

@@ -82,7 +82,7 @@ def test_members_train_the_same_in_any_group(width, threads):
     """
     import numpy as np
 
-    from rail.deepz.informing import build_network
+    from rail.deepz.building import build_network
     from rail.deepz.training import TrainConfig, _adam, ensemble_splits, train_ensemble
 
     old_threads = torch.get_num_threads()

@@ -6,7 +6,7 @@ import yaml
 
 from rail.creation.engines.deepz_sims import DeepzSimCreator
 from rail.deepz import DeepzEstimator, DeepzInformer, DeepzTransferInformer
-from rail.deepz.options import OptionError, check_number, closest
+from rail.deepz.schema import Option, OptionError, closest
 from rail.evaluation.deepz_evaluator import DeepzEvaluator
 
 from conftest import TINY
@@ -81,7 +81,7 @@ def test_estimator_values_and_columns(small_train):
 
 
 def test_misspelled_column_suggests_the_right_one(small_train):
-    from rail.deepz.features import read_photometry
+    from rail.deepz.inputs import read_photometry
 
     bands = [f"mag_{b}_lsst" for b in "ugrizy"]
     errs = [f"mag_err_{b}_lsst" for b in "ugrizy"]
@@ -165,8 +165,10 @@ def test_rail_pipeline_build_accepts_aliases_and_connections():
 
 def test_helpers():
     assert closest("n_fold", ["n_folds", "n_splits", "seed"]) == ["n_folds"]
-    check_number("x", 3, lo=0, integer=True)
+    Option("x", "int", 1, "", lo=0).check(3)
     with pytest.raises(OptionError, match=r"'x' = 0 is invalid: expected a number in \(0, 1\]"):
-        check_number("x", 0, lo=0, hi=1, lo_open=True)
+        Option("x", "float", 1.0, "", lo=0, hi=1, lo_open=True).check(0)
     with pytest.raises(OptionError, match="integer"):
-        check_number("x", 1.5, integer=True)
+        Option("x", "int", 1, "").check(1.5)
+    with pytest.raises(OptionError, match="list of integers"):
+        Option("x", "list", [], "", item="int", lo=1).check([1, 0])

@@ -13,8 +13,9 @@ from hypothesis.extra import numpy as hnp
 from rail.core.data import TableHandle
 from rail.deepz import DeepzEstimator, DeepzInformer
 from rail.deepz import features as F
+from rail.deepz import inputs as I
 from rail.deepz import flags as FL
-from rail.deepz.options import OptionError
+from rail.deepz.schema import OptionError
 
 from conftest import BANDS, ERR_BANDS
 
@@ -114,8 +115,8 @@ def test_zero_negative_nan_errors_use_the_limit_error(model, rows):
     t["mag_err_z_lsst"][3] = np.inf
     flags = _check(_estimate(model, t), 20)
     assert (flags[:4] & FL.BAD_ERROR).all() and not (flags[4:] & FL.BAD_ERROR).any()
-    p = F.read_photometry(t, BANDS, ERR_BANDS, LIMITS)
-    limit_flux = 10 ** (-0.4 * (27.0 - F.AB_ZEROPOINT_NJY))
+    p = I.read_photometry(t, BANDS, ERR_BANDS, LIMITS)
+    limit_flux = 10 ** (-0.4 * (27.0 - I.AB_ZEROPOINT_NJY))
     assert p.flux_err[0, 0] == limit_flux and p.bad_err[:4].any(axis=1).all()
 
 
@@ -123,7 +124,7 @@ def test_negative_and_zero_fluxes():
     flux = np.array([[100.0, -5.0, 0.0, 200.0], [100.0, 50.0, 60.0, 0.0], [10.0, 20.0, 30.0, -4.0]])
     err = np.full_like(flux, 3.0)
     status = np.zeros(flux.shape, dtype=np.int8)
-    phot = F.Photometry(flux, err, status)
+    phot = I.Photometry(flux, err, status)
     x, ratios, ratio_err, bad_ref = F.flux_features(phot, ref_index=3)
     assert np.isfinite(x).all() and np.isfinite(ratios).all() and np.isfinite(ratio_err).all()
     np.testing.assert_array_equal(bad_ref, [False, True, True])  # zero / negative reference flux
@@ -189,9 +190,9 @@ def test_duplicated_and_misspelled_columns(model, rows):
     df = pd.DataFrame(t)
     dup = pd.concat([df, df[["mag_r_lsst"]]], axis=1)
     with pytest.raises(ValueError, match="mag_r_lsst.*more than once"):
-        F.read_photometry(dup, BANDS, ERR_BANDS, LIMITS)
+        I.read_photometry(dup, BANDS, ERR_BANDS, LIMITS)
     with pytest.raises(OptionError, match="'bands' lists column"):
-        F.read_photometry(t, BANDS[:-1] + ["mag_u_lsst"], ERR_BANDS, LIMITS)
+        I.read_photometry(t, BANDS[:-1] + ["mag_u_lsst"], ERR_BANDS, LIMITS)
     bad = dict(t)
     bad["mag_z_lst"] = bad.pop("mag_z_lsst")
     with pytest.raises(KeyError, match="did you mean 'mag_z_lst'"):
@@ -236,14 +237,14 @@ err_values = st.one_of(st.floats(0.001, 2.0), st.sampled_from([0.0, -0.1, np.nan
     hnp.arrays(np.float64, (n, 4), elements=err_values))))
 def test_property_input_conversion(arrays):
     mags, errs = arrays
-    phot = F.magnitudes_to_fluxes(mags, errs, np.full(4, 26.0))
+    phot = I.magnitudes_to_fluxes(mags, errs, np.full(4, 26.0))
     assert set(np.unique(phot.status)) <= {0, 1, 2}
     assert np.isfinite(phot.flux).all() and (phot.flux >= 0).all()
     assert np.isfinite(phot.flux_err).all() and (phot.flux_err > 0).all()
     assert (phot.flux[phot.status != 0] == 0).all()
     with np.errstate(invalid="ignore"):
         assert (phot.status[np.isnan(mags)] == 2).all()
-        assert (phot.status[(mags >= 90) & (mags <= F.MAX_MAGNITUDE)] == 1).all()
+        assert (phot.status[(mags >= 90) & (mags <= I.MAX_MAGNITUDE)] == 1).all()
         assert (phot.status[(mags > 10) & (mags < 35)] == 0).all()
     x, ratios, ratio_err, bad_ref = F.flux_features(phot, ref_index=2)
     assert np.isfinite(x).all() and np.isfinite(ratios).all()
@@ -292,7 +293,7 @@ def test_property_dtype_does_not_change_the_reading(mags):
     for conv in (lambda a: a, lambda a: a.astype(np.float32), lambda a: a.astype(object)):
         t = {b: conv(mags[:, j]) for j, b in enumerate(BANDS)}
         t.update({e: conv(errs[:, j]) for j, e in enumerate(ERR_BANDS)})
-        tables.append(F.read_photometry(t, BANDS, ERR_BANDS, LIMITS))
+        tables.append(I.read_photometry(t, BANDS, ERR_BANDS, LIMITS))
     for p in tables[1:]:
         np.testing.assert_array_equal(p.status, tables[0].status)
         np.testing.assert_array_equal(p.invalid, tables[0].invalid)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from rail.deepz.simulation import OPTIONS, simulate_catalogue
-from rail.deepz.simulation.exposures import (coadd_exposures, pack_exposures, random_keep_mask,
-                                             simulate_exposures, unpack_exposures)
+from rail.deepz.inputs import coadd_exposures, pack_exposures, unpack_exposures
+from rail.deepz.simulation.exposures import random_keep_mask, simulate_exposures
 
 KEYS = [f"{b}_lsst" for b in "ugrizy"]
 

@@ -1,19 +1,45 @@
 """pz-rail-deepz: Deepz photometric redshifts (Eriksen et al. 2020) as RAIL stages.
 
-Stages: :class:`DeepzInformer` and :class:`DeepzEstimator` (also importable from
-``rail.estimation.algos.deepz``), :class:`DeepzSimCreator` (``rail.creation.engines.deepz_sims``),
-:class:`DeepzEvaluator` (``rail.evaluation.deepz_evaluator``).
-Importing this package also registers the ``point_stats_sigma68`` and ``point_outlier_frac_015``
-metrics with RAIL's evaluator stages.
+The stages are exported lazily (PEP 562): ``from rail.deepz import DeepzInformer`` imports the
+RAIL stage modules, while ``import rail.deepz.simulation`` or ``rail.deepz.inputs`` does not.
+Importing :class:`DeepzEvaluator` (or :mod:`rail.deepz.metrics`) registers the
+``point_stats_sigma68`` and ``point_outlier_frac_015`` metrics with RAIL's evaluator stages.
 """
 
-from rail.estimation.algos.deepz import *  # noqa: F401,F403
-from rail.creation.engines.deepz_sims import *  # noqa: F401,F403
-from rail.evaluation.deepz_evaluator import *  # noqa: F401,F403
+from __future__ import annotations
 
-from .metrics import PointOutlierFraction15, PointSigma68, photoz_scores, sigma68  # noqa: F401
+import importlib
+from typing import Any
 
 try:
     from ._version import __version__
 except ImportError:  # pragma: no cover - source tree without setuptools_scm
     __version__ = "0.0.0"
+
+# exported name -> module that defines it
+_EXPORTS = {
+    "DeepzInformer": "rail.estimation.algos.deepz",
+    "DeepzTransferInformer": "rail.estimation.algos.deepz",
+    "DeepzEstimator": "rail.estimation.algos.deepz",
+    "DeepzSimCreator": "rail.creation.engines.deepz_sims",
+    "DeepzEvaluator": "rail.evaluation.deepz_evaluator",
+    "PointSigma68": "rail.deepz.metrics",
+    "PointOutlierFraction15": "rail.deepz.metrics",
+    "photoz_scores": "rail.deepz.metrics",
+    "sigma68": "rail.deepz.metrics",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rail.deepz' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

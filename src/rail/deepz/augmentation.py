@@ -1,8 +1,8 @@
 """Training-time augmentation on the training device: randomised coadds, outliers, flux noise.
 
 Network inputs are normally computed once (:func:`rail.deepz.features.flux_features`). When any
-augmentation is on, the informer keeps the fluxes on the training device instead and rebuilds the
-features of every batch (:class:`BatchInputs`), all vectorised over (members, galaxies, bands,
+augmentation is on, the informer keeps the fluxes (:class:`rail.deepz.inputs.FluxTable`) on the
+training device instead and rebuilds the features of every batch (:class:`BatchInputs`), all vectorised over (members, galaxies, bands,
 exposures):
 
 * randomised coadds (Eriksen et al. 2020, section 5): each individual exposure is kept with
@@ -21,28 +21,21 @@ Validation and prediction use the full coadd (all exposures) without any augment
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 
 from . import features as feat
-from .simulation.exposures import band_key, coadd_exposures, count_exposure_slots, unpack_exposures
+from .inputs import FluxTable, coadd_exposures
+from .options import COADD_MODES
 
 __all__ = [
-    "COADD_MODES",
     "Augmentation",
-    "FluxTable",
-    "has_exposures",
-    "read_flux_table",
     "randomized_coadd",
     "inject_outliers",
     "add_flux_noise",
     "BatchInputs",
 ]
-
-COADD_MODES = ("force_one", "drop")
-
 
 @dataclass
 class Augmentation:
@@ -66,63 +59,6 @@ class Augmentation:
             raise ValueError(f"option 'outlier_amplitude' must be [lo, hi] with 0 <= lo <= hi, got {self.outlier_amplitude}")
         if self.flux_noise < 0:
             raise ValueError(f"flux noise factor must be >= 0, got {self.flux_noise}")
-
-
-@dataclass
-class FluxTable:
-    """Fluxes of N usable galaxies, in nJy, as numpy arrays.
-
-    ``flux``/``flux_err`` are (N, B) coadds, or (N, B, K) individual exposures (NaN where missing)
-    when ``exposures`` is True; ``missing`` (N, B) marks bands without any measurement.
-    """
-
-    flux: np.ndarray
-    flux_err: np.ndarray
-    missing: np.ndarray
-    exposures: bool
-
-    def coadd(self) -> feat.Photometry:
-        """Full coadd (all exposures) as :class:`rail.deepz.features.Photometry`."""
-        if not self.exposures:
-            status = np.where(self.missing, feat.STATUS_MISSING, feat.STATUS_OK).astype(np.int8)
-            return feat.Photometry(self.flux, self.flux_err, status)
-        return exposure_photometry(self.flux, self.flux_err)
-
-    def subset(self, rows: np.ndarray) -> "FluxTable":
-        return FluxTable(self.flux[rows], self.flux_err[rows], self.missing[rows], self.exposures)
-
-
-def exposure_photometry(flux: np.ndarray, flux_err: np.ndarray) -> feat.Photometry:
-    """Photometry (N, B) from the inverse-variance coadd of all exposures (N, B, K)."""
-    cflux, cerr = coadd_exposures(flux, flux_err)
-    missing = ~np.isfinite(cflux)
-    status = np.where(missing, feat.STATUS_MISSING, feat.STATUS_OK).astype(np.int8)
-    return feat.Photometry(np.where(missing, 0.0, cflux), np.where(missing, 1.0, cerr), status)
-
-
-def has_exposures(table: Mapping, bands: Sequence[str]) -> bool:
-    """True when the table has ``flux_{band}_exp0`` columns (DeepzSimCreator layout) for every band."""
-    return all(count_exposure_slots(table, band_key(b)) > 0 for b in bands)
-
-
-def read_flux_table(table: Mapping, bands: Sequence[str], err_bands: Sequence[str], mag_limits: Mapping[str, float],
-                    nondetect_val: float, nonobserved_val: float, use_exposures: bool) -> FluxTable:
-    """Fluxes of a table: individual exposures (``use_exposures``) or the magnitude columns.
-
-    Magnitudes follow the rules of :func:`rail.deepz.features.magnitudes_to_fluxes` (non-detections:
-    flux 0, error = limit flux, counted as measured).
-    """
-    if use_exposures:
-        keys = [band_key(b) for b in bands]
-        absent = [f"flux_{k}_exp0" for k in keys if count_exposure_slots(table, k) == 0]
-        if absent:
-            raise KeyError(f"exposure columns {absent} not found (option 'use_exposures'); "
-                           "see docs/simulations.md for the flux_{band}_exp{k} layout")
-        flux, err = unpack_exposures(table, keys)
-        missing = ~(np.isfinite(flux) & np.isfinite(err) & (err > 0)).any(axis=-1)
-        return FluxTable(flux, err, missing, True)
-    phot = feat.read_photometry(table, bands, err_bands, mag_limits, nondetect_val, nonobserved_val)
-    return FluxTable(phot.flux, phot.flux_err, phot.status == feat.STATUS_MISSING, False)
 
 
 def randomized_coadd(flux: torch.Tensor, flux_err: torch.Tensor, keep_prob: float, generator: torch.Generator | None,

@@ -10,20 +10,19 @@ from torch.profiler import record_function
 
 from . import features as feat
 from . import mixture
-from .augmentation import exposure_photometry, has_exposures
-from .calibration import Calibration, apply_calibration
-from .simulation.exposures import band_key, unpack_exposures
+from .calibration import apply_calibration
 from .flags import compute_flags
-from .model_io import validate_model
-from .networks import Architecture, DeepzEnsemble, StackedBatchNorm, StackedLinear, mixture_parameters
-from .options import check_choice
+from .inputs import Photometry, read_model_photometry
+from .model_io import unpack_model
+from .networks import DeepzEnsemble, StackedBatchNorm, StackedLinear, mixture_parameters
+from .schema import check_choice
 
 __all__ = ["DeepzPredictor", "ANCIL_KEYS", "FusedEnsemble"]
 
 ANCIL_KEYS = ("zmode", "zmean", "zmedian", "zstd", "odds", "deepz_flag")
-# network precision at inference: None = float32; reduced precision is meant for GPUs
+# network precision at inference (names: rail.deepz.options.PRECISIONS): None = float32, for GPUs the others
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# dtype of the stored mixture parameters
+# dtype of the stored mixture parameters (names: rail.deepz.options.PDF_DTYPES)
 PDF_DTYPES = {"float32": np.float32, "float64": np.float64}
 _POINT_BATCH = 16384  # rows per point-estimate pass (at least the network batch size)
 _ALIGN = 16  # FusedEnsemble pads the latent and output widths to multiples of this
@@ -136,30 +135,22 @@ class DeepzPredictor:
     """
 
     def __init__(self, model: dict, device: torch.device, batch_size: int = 1024, precision: str = "float32") -> None:
-        validate_model(model)
         check_choice("precision", precision, list(PRECISIONS))
-        meta, arrays = model["meta"], model["arrays"]
-        self.meta = meta
+        unpacked = unpack_model(model, device)
+        meta = self.meta = unpacked.meta
         self.device = device
         self.batch_size = int(batch_size)
         self.precision = precision
         self.bands: list[str] = list(meta["bands"])
         self.ref_index = self.bands.index(meta["ref_band"])
         self.limits = np.array([meta["mag_limits"][b] for b in self.bands])
-        arch = Architecture(**meta["architecture"])
-        self.net = DeepzEnsemble(arch, int(meta["n_members"]))
-        state = {k[4:]: torch.as_tensor(v) for k, v in arrays.items() if k.startswith("net/")}
-        try:
-            self.net.load_state_dict(state)
-        except RuntimeError as exc:
-            raise ValueError(f"model weights do not match the stored architecture: {exc}") from exc
-        self.net.to(device).eval()
+        self.net = unpacked.net
         self.fused = FusedEnsemble(self.net).to(device)
-        self.mean = torch.as_tensor(arrays["feature_mean"], device=device)
-        self.std = torch.as_tensor(arrays["feature_std"], device=device)
-        self.calibration = Calibration(**meta.get("calibration", {}))
-        self.prior = {k: np.asarray(arrays[f"prior/{k}"], dtype=np.float64) for k in ("weights", "means", "stds")}
-        self.n_components = int(meta["n_members"]) * arch.n_gaussians
+        self.mean = torch.as_tensor(unpacked.feature_mean, device=device)
+        self.std = torch.as_tensor(unpacked.feature_std, device=device)
+        self.calibration = unpacked.calibration
+        self.prior = unpacked.prior
+        self.n_components = unpacked.n_members * unpacked.architecture.n_gaussians
 
     def check_columns(self, bands: Sequence[str], err_bands: Sequence[str]) -> None:
         """Raise if the configured band list does not match the model's."""
@@ -170,31 +161,11 @@ class DeepzPredictor:
         if len(err_bands) != len(bands):
             raise ValueError(f"option 'err_bands' has {len(err_bands)} columns for {len(bands)} bands")
 
-    def photometry(self, table: Mapping, err_bands: Sequence[str]) -> feat.Photometry:
-        """Fluxes of a table's rows with the model's band rules.
-
-        A model trained on individual exposures (``meta["inputs"] == "exposures"``) reads the
-        inverse-variance coadd of all exposures when the table has them, else the coadd flux columns
-        ``flux_{band}``/``flux_err_{band}`` when present, else the magnitudes.
-        """
-        if self.meta.get("inputs") == "exposures":
-            keys = [band_key(b) for b in self.bands]
-            if has_exposures(table, self.bands):
-                return exposure_photometry(*unpack_exposures(table, keys))
-            if all(f"flux_{k}" in table and f"flux_err_{k}" in table for k in keys):
-                flux = np.stack([np.asarray(table[f"flux_{k}"], dtype=np.float64) for k in keys], axis=1)
-                err = np.stack([np.asarray(table[f"flux_err_{k}"], dtype=np.float64) for k in keys], axis=1)
-                missing = ~(np.isfinite(flux) & np.isfinite(err) & (err > 0))
-                status = np.where(missing, feat.STATUS_MISSING, feat.STATUS_OK).astype(np.int8)
-                return feat.Photometry(np.where(missing, 0.0, flux), np.where(missing, 1.0, err), status)
-        return feat.read_photometry(
-            table,
-            self.bands,
-            err_bands,
-            dict(zip(self.bands, self.limits)),
-            self.meta["nondetect_val"],
-            self.meta["nonobserved_val"],
-        )
+    def photometry(self, table: Mapping, err_bands: Sequence[str]) -> Photometry:
+        """Fluxes of a table's rows with the model's bands and bad-value rules (:mod:`rail.deepz.inputs`)."""
+        return read_model_photometry(table, self.bands, err_bands, dict(zip(self.bands, self.limits)),
+                                     self.meta["nondetect_val"], self.meta["nonobserved_val"],
+                                     exposures=self.meta.get("inputs") == "exposures")
 
     @torch.inference_mode()
     def mixtures(self, x: np.ndarray, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -43,7 +43,7 @@ def compute_flags(status: np.ndarray, bad_ref: np.ndarray, invalid: np.ndarray |
                   bad_err: np.ndarray | None = None) -> np.ndarray:
     """Flag bit mask (N,) int32 from per-band status (N, B) (0 ok, 1 non-detection, 2 missing).
 
-    ``invalid`` and ``bad_err`` (N, B) are :class:`rail.deepz.features.Photometry`'s masks.
+    ``invalid`` and ``bad_err`` (N, B) are :class:`rail.deepz.inputs.Photometry`'s masks.
     """
     flags = np.zeros(status.shape[0], dtype=np.int32)
     flags |= np.where(bad_ref, BAD_REFERENCE, 0).astype(np.int32)
@@ -58,7 +58,7 @@ def compute_flags(status: np.ndarray, bad_ref: np.ndarray, invalid: np.ndarray |
 
 
 def photometry_flags(phot, bad_ref: np.ndarray) -> np.ndarray:
-    """Flags of a :class:`rail.deepz.features.Photometry` (all bits)."""
+    """Flags of a :class:`rail.deepz.inputs.Photometry` (all bits)."""
     return compute_flags(phot.status, bad_ref, getattr(phot, "invalid", None), getattr(phot, "bad_err", None))
 
 

@@ -1,4 +1,10 @@
-"""Writing DeepzEstimator output under MPI when h5py has no parallel (MPI-IO) driver.
+"""RAIL data handles of pz-rail-deepz: the model file, and the estimator's output under MPI.
+
+:class:`DeepzModelHandle` reads and writes model files through :mod:`rail.deepz.model_io`
+(numpy archive + JSON metadata, no pickle).
+
+:class:`TurnTakingQPHandle` writes DeepzEstimator output under MPI when h5py has no parallel
+(MPI-IO) driver.
 
 RAIL's estimators write one HDF5 file collectively (``h5py`` built with MPI). Without that
 driver, the ranks still write one file, but in turn: rank 0 creates it with every dataset sized
@@ -17,9 +23,11 @@ from __future__ import annotations
 from typing import Any
 
 import h5py
-from rail.core.data import QPHandle
+from rail.core.data import ModelHandle, QPHandle
 
-__all__ = ["rank_ranges", "TurnTakingQPHandle", "parallel_hdf5_available"]
+from .model_io import load_model, save_model
+
+__all__ = ["DeepzModelHandle", "rank_ranges", "TurnTakingQPHandle", "parallel_hdf5_available"]
 
 _TURN_TAG = 7301  # MPI tag of the "chunk i is written" messages
 
@@ -77,3 +85,23 @@ class TurnTakingQPHandle(QPHandle):
 
     def finalize_write(self, **kwargs: Any) -> None:
         return None
+
+
+class DeepzModelHandle(ModelHandle):
+    """RAIL data handle for Deepz model files (numpy archive + JSON metadata, no pickle)."""
+
+    suffix = "npz"
+
+    @classmethod
+    def _open(cls, path: str, **kwargs: Any) -> Any:
+        if kwargs.get("mode", "r") == "w":
+            raise NotImplementedError("DeepzModelHandle writes through write(), not open(mode='w')")
+        return load_model(path)
+
+    @classmethod
+    def _read(cls, path: str, **kwargs: Any) -> dict:
+        return load_model(path)
+
+    @classmethod
+    def _write(cls, data: Any, path: str, **kwargs: Any) -> None:
+        save_model(data, path)

@@ -1,4 +1,8 @@
-"""The Deepz model file: plain arrays plus JSON metadata, safe to load, written atomically.
+"""The Deepz model: packing a trained network into plain data, unpacking it, and its file format.
+
+:func:`pack_model` and :func:`unpack_model` are the only places that know how a network, its
+feature scaler, calibration and prior are stored; :func:`save_model` / :func:`load_model` write
+and read the file.
 
 A model is a dict of plain data (see :func:`validate_model`)::
 
@@ -29,18 +33,20 @@ import zipfile
 from typing import Any
 
 import numpy as np
-from rail.core.data import ModelHandle
 
 __all__ = [
     "DeepzModel",
     "FORMAT",
     "FORMAT_VERSION",
     "ModelFormatError",
-    "DeepzModelHandle",
     "save_model",
     "load_model",
     "validate_model",
     "package_versions",
+    "pack_model",
+    "network_state",
+    "UnpackedModel",
+    "unpack_model",
 ]
 
 FORMAT = "pz-rail-deepz-model"
@@ -184,21 +190,59 @@ def load_model(path: str) -> dict:
     return model
 
 
-class DeepzModelHandle(ModelHandle):
-    """RAIL data handle for Deepz model files (numpy archive + JSON metadata, no pickle)."""
+def pack_model(net: Any, feature_mean: np.ndarray, feature_std: np.ndarray, meta: dict,
+               prior: dict[str, np.ndarray] | None = None) -> DeepzModel:
+    """A model dict from a trained :class:`rail.deepz.networks.DeepzEnsemble` and its metadata.
 
-    suffix = "npz"
+    ``feature_mean``/``feature_std`` (F,) are the feature scaler, ``prior`` the fallback mixture
+    (``weights``, ``means``, ``stds``, each (K,)), ``meta`` the JSON-able metadata (it must hold
+    ``architecture`` and ``n_members``).
+    """
+    arrays = {f"net/{k}": v.detach().cpu().numpy() for k, v in net.state_dict().items()}
+    arrays["feature_mean"], arrays["feature_std"] = feature_mean, feature_std
+    if prior is not None:
+        arrays.update({f"prior/{k}": v for k, v in prior.items()})
+    return DeepzModel(format=FORMAT, format_version=FORMAT_VERSION, arrays=arrays, meta=meta)
 
-    @classmethod
-    def _open(cls, path: str, **kwargs: Any) -> Any:
-        if kwargs.get("mode", "r") == "w":
-            raise NotImplementedError("DeepzModelHandle writes through write(), not open(mode='w')")
-        return load_model(path)
 
-    @classmethod
-    def _read(cls, path: str, **kwargs: Any) -> dict:
-        return load_model(path)
+def network_state(model: dict) -> dict[str, np.ndarray]:
+    """The network's stacked weights and batch-norm statistics, by parameter name (no ``net/`` prefix)."""
+    return {k[4:]: v for k, v in model["arrays"].items() if k.startswith("net/")}
 
-    @classmethod
-    def _write(cls, data: Any, path: str, **kwargs: Any) -> None:
-        save_model(data, path)
+
+class UnpackedModel:
+    """A model dict turned back into objects: the network, its scaler, calibration and prior.
+
+    Attributes: ``net`` (:class:`rail.deepz.networks.DeepzEnsemble`, eval mode, on ``device``),
+    ``architecture``, ``n_members``, ``feature_mean``/``feature_std`` (F,) float32 arrays,
+    ``calibration`` (:class:`rail.deepz.calibration.Calibration`), ``prior`` (dict of (K,) float64
+    arrays, or None for autoencoder-only models) and ``meta``.
+    """
+
+    def __init__(self, model: dict, device: Any = "cpu") -> None:
+        from .calibration import Calibration  # pylint: disable=import-outside-toplevel
+        from .networks import Architecture, DeepzEnsemble  # pylint: disable=import-outside-toplevel
+        import torch  # pylint: disable=import-outside-toplevel
+
+        validate_model(model)
+        meta, arrays = model["meta"], model["arrays"]
+        self.meta = meta
+        self.architecture = Architecture(**meta["architecture"])
+        self.n_members = int(meta["n_members"])
+        self.net = DeepzEnsemble(self.architecture, self.n_members)
+        try:
+            self.net.load_state_dict({k: torch.as_tensor(v) for k, v in network_state(model).items()})
+        except RuntimeError as exc:
+            raise ModelFormatError(f"model weights do not match the stored architecture: {exc}") from exc
+        self.net.to(device).eval()
+        self.feature_mean = np.asarray(arrays["feature_mean"])
+        self.feature_std = np.asarray(arrays["feature_std"])
+        self.calibration = Calibration(**meta.get("calibration", {}))
+        self.prior = None
+        if "prior/weights" in arrays:
+            self.prior = {k: np.asarray(arrays[f"prior/{k}"], dtype=np.float64) for k in ("weights", "means", "stds")}
+
+
+def unpack_model(model: dict, device: Any = "cpu") -> UnpackedModel:
+    """The objects of a model dict (see :class:`UnpackedModel`), the network on ``device``."""
+    return UnpackedModel(model, device)

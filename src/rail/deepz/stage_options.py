@@ -1,4 +1,4 @@
-"""Strict option checking for the pz-rail-deepz stages.
+"""Strict option names for the pz-rail-deepz stages (a mixin for RAIL stages).
 
 RAIL and ceci accept any key in a stage's configuration: a misspelled option (``n_fold=10``) is
 stored and silently ignored. :class:`CheckedOptions`, mixed into every pz-rail-deepz stage, rejects
@@ -8,31 +8,18 @@ Only the keys set for *this* stage are checked: keyword arguments of ``make_stag
 ``rail.interactive``), command-line arguments, and the stage's own section of a ceci config file.
 The ``global`` section of a config file is shared by all stages and is not checked. Keys that RAIL
 and ceci themselves pass are always accepted: ``name``, ``config``, ``aliases``, the stage's input
-and output tags (and their aliases), ceci's command-line and execution keys (``mpi``, ``pdb``,
-``cprofile``, ``threads_per_process``, ``nprocess``, ...), the interactive API's keys
-(``force_exact``, the entrypoint's argument names) and RAIL's shared parameter names
-(``SHARED_PARAMS``: ``zmin``, ``bands``, ...; a catalog tag or pipeline may set them everywhere).
-
-Helpers for value checks (:func:`check_choice`, :func:`check_number`) raise :class:`OptionError`
-with the option name and the allowed values.
+and output tags (and their aliases), ceci's command-line and execution keys, the interactive API's
+keys and RAIL's shared parameter names (``SHARED_PARAMS``; a catalog tag or pipeline may set them).
 """
 
 from __future__ import annotations
 
-import difflib
 import inspect
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
-__all__ = [
-    "OptionError",
-    "RESERVED_KEYS",
-    "CheckedOptions",
-    "closest",
-    "unknown_option_error",
-    "check_choice",
-    "check_number",
-    "check_band_lists",
-]
+from .schema import unknown_option_error
+
+__all__ = ["RESERVED_KEYS", "CheckedOptions"]
 
 # keys ceci and RAIL put into (or pass through) a stage's configuration
 RESERVED_KEYS = frozenset(
@@ -48,88 +35,6 @@ RESERVED_KEYS = frozenset(
         "force_exact",
     }
 )
-
-
-class OptionError(ValueError):
-    """A stage option is unknown or has an invalid value."""
-
-
-def closest(name: str, valid: Iterable[str], n: int = 3) -> list[str]:
-    """The valid names closest to ``name`` (difflib), best first."""
-    valid = sorted(set(valid))
-    low = name.lower()
-    found = [v for v in valid if v.lower() == low]  # case-only slips first
-    found += [v for v in difflib.get_close_matches(name, valid, n=n, cutoff=0.6) if v not in found]
-    if not found:  # prefix/suffix slips
-        found = [v for v in valid if len(low) > 3 and (low in v.lower() or v.lower() in low)]
-    return found[:n]
-
-
-def unknown_option_error(owner: str, keys: Sequence[str], valid: Iterable[str]) -> OptionError:
-    """The error for unknown option names, with suggestions."""
-    valid = sorted(set(valid))
-    parts = []
-    for key in keys:
-        near = closest(key, valid)
-        hint = f"did you mean {' or '.join(repr(v) for v in near)}?" if near else "no similar option"
-        parts.append(f"{key!r} ({hint})")
-    return OptionError(
-        f"{owner}: unknown option{'s' if len(keys) > 1 else ''} {', '.join(parts)}. "
-        f"Valid options: {', '.join(valid)}"
-    )
-
-
-def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
-    """Raise unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        near = closest(str(value), [str(c) for c in choices], n=1)
-        hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise OptionError(f"option {name!r} = {value!r} is invalid{hint}: allowed values are {list(choices)}")
-
-
-def check_number(name: str, value: Any, lo: float | None = None, hi: float | None = None,
-                 lo_open: bool = False, hi_open: bool = False, integer: bool = False) -> None:
-    """Raise unless ``value`` is a number (an integer when ``integer``) in the given interval."""
-    import math
-
-    ok = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
-    ok = ok and math.isfinite(value)
-    if ok and lo is not None:
-        ok = value > lo if lo_open else value >= lo
-    if ok and hi is not None:
-        ok = value < hi if hi_open else value <= hi
-    if not ok:
-        left = "(" if lo_open else "["
-        right = ")" if hi_open else "]"
-        span = f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
-        kind = "an integer" if integer else "a number"
-        raise OptionError(f"option {name!r} = {value!r} is invalid: expected {kind} in {span}")
-
-
-def check_band_lists(bands: Sequence[str], err_bands: Sequence[str], ref_band: str | None = None,
-                     mag_limits: Mapping[str, float] | None = None) -> None:
-    """Raise when the band options do not fit together (lengths, duplicates, ref_band, mag_limits)."""
-    bands, err_bands = list(bands), list(err_bands)
-    if not bands:
-        raise OptionError("option 'bands' is empty: give the magnitude column names")
-    if len(bands) != len(err_bands):
-        raise OptionError(f"options 'bands' ({len(bands)} columns) and 'err_bands' ({len(err_bands)} columns) "
-                          "must have the same length")
-    for name, cols in (("bands", bands), ("err_bands", err_bands)):
-        dup = sorted({c for c in cols if cols.count(c) > 1})
-        if dup:
-            raise OptionError(f"option {name!r} lists column(s) {dup} more than once")
-    both = sorted(set(bands) & set(err_bands))
-    if both:
-        raise OptionError(f"column(s) {both} appear in both 'bands' and 'err_bands'")
-    if ref_band is not None and ref_band not in bands:
-        near = closest(ref_band, bands, n=1)
-        hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise OptionError(f"option 'ref_band' = {ref_band!r} is not one of 'bands'{hint}: allowed values are {bands}")
-    if mag_limits is not None:
-        missing = [b for b in bands if b not in mag_limits]
-        if missing:
-            raise OptionError(f"option 'mag_limits' has no entry for band(s) {missing}")
 
 
 def _explicit_keys(args: Any) -> set[str]:

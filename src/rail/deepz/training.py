@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .networks import DeepzEnsemble, MemberNoise, member_rng
+from .options import NETWORK_PARTS
 
 if TYPE_CHECKING:
     from .checkpoint import EpochCheckpoint
@@ -32,9 +33,6 @@ __all__ = [
     "AuxiliaryData",
     "NETWORK_PARTS",
 ]
-
-NETWORK_PARTS = ("encoder", "decoder", "mdn")
-
 
 class InputSource(Protocol):
     """Per-batch inputs (see :class:`rail.deepz.augmentation.BatchInputs`)."""
@@ -181,6 +179,148 @@ class TrainResult:
     history: dict[str, list]
 
 
+class _Trainer:
+    """The parts of :func:`train_ensemble`: batch losses, one epoch, validation, best-epoch weights."""
+
+    def __init__(self, model: DeepzEnsemble, features: torch.Tensor, redshift: torch.Tensor | None,
+                 ratios: torch.Tensor, ratio_err: torch.Tensor, splits: list[tuple[np.ndarray, np.ndarray]],
+                 members: list[int], config: TrainConfig, redshift_weight: float, inputs: InputSource | None,
+                 frozen: Sequence[str], anchor: dict[str, torch.Tensor] | None, anchor_weight: float,
+                 aux: AuxiliaryData | None) -> None:
+        m = model.n_members
+        if len(members) != m or not all(0 <= i < len(splits) for i in members):
+            raise ValueError(f"{len(splits)} splits and member indices {members} for {m} ensemble members")
+        if redshift is None and config.ae_weight <= 0:
+            raise ValueError("training without redshifts needs option 'ae_weight' > 0")
+        bad_parts = [p for p in frozen if p not in NETWORK_PARTS]
+        if bad_parts:
+            raise ValueError(f"option 'freeze': unknown network part(s) {bad_parts}; choose from {list(NETWORK_PARTS)}")
+        self.model, self.m, self.config = model, m, config
+        self.features, self.redshift, self.ratios, self.ratio_err = features, redshift, ratios, ratio_err
+        self.redshift_weight, self.inputs, self.aux, self.anchor_weight = redshift_weight, inputs, aux, anchor_weight
+        self.device = features.device
+        self.splits = [splits[i] for i in members]
+        self.order_rngs = [member_rng(config.seed, i, "order") for i in members]
+        model.set_noise(MemberNoise([member_rng(config.seed, i, "dropout") for i in members]))
+        torch.manual_seed(config.seed)
+        self.frozen = [part for part in frozen if getattr(model, part) is not None]
+        for part in self.frozen:
+            for p in getattr(model, part).parameters():
+                p.requires_grad_(False)
+        self.opt = _adam([p for p in model.parameters() if p.requires_grad], m, config.learning_rates[0],
+                         config.weight_decay)
+        self.anchored = []
+        if anchor is not None and anchor_weight > 0:
+            named = dict(model.named_parameters())
+            self.anchored = [(named[k], v.to(self.device)) for k, v in anchor.items()
+                             if k in named and named[k].requires_grad]
+        # batch count and validation padding from the whole ensemble: the same for any subset of members
+        n_train_max = max(len(tr) for tr, _ in splits)
+        self.bs = min(config.batch_size, n_train_max)
+        self.steps = int(math.ceil(n_train_max / self.bs))
+        self.n_val_max = max(len(va) for _, va in splits)
+        self.val_idx = torch.as_tensor(np.stack([np.resize(va, self.n_val_max) for _, va in self.splits]),
+                                       device=self.device)
+        self.val_mask = torch.zeros(m, self.n_val_max, device=self.device)
+        for i, (_, va) in enumerate(self.splits):
+            self.val_mask[i, : len(va)] = 1.0
+
+    def member_loss(self, idx: torch.Tensor, train: bool = False, source: InputSource | None = None,
+                    zsrc: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Loss (M, b) of rows idx (M, b), and a validity mask (M, b) or None."""
+        cfg, model = self.config, self.model
+        source = self.inputs if source is None else source
+        zsrc = self.redshift if zsrc is None else zsrc
+        mask = None
+        if source is None:
+            x = _gather_rows(self.features, idx)
+        else:
+            x, rat, rat_err, mask = source.batch(idx, train)
+        if cfg.ae_weight > 0:
+            log_w, means, stds, _, recon = model(x)
+        else:  # the decoder's output is not needed
+            log_w, means, stds, _ = model.mixture(x)
+        loss = torch.zeros(idx.shape, device=self.device)
+        if zsrc is not None and self.redshift_weight > 0:
+            loss = loss + self.redshift_weight * mdn_nll(_gather_rows(zsrc, idx), log_w, means, stds)
+        if cfg.ae_weight > 0:
+            if source is None:
+                rat, rat_err = _gather_rows(self.ratios, idx), _gather_rows(self.ratio_err, idx)
+            loss = loss + cfg.ae_weight * reconstruction_loss(recon, rat, rat_err)
+        if mask is not None:
+            loss = torch.where(mask, loss, torch.zeros_like(loss))
+        return loss, mask
+
+    @staticmethod
+    def batch_mean(loss: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        if mask is None:
+            return loss.mean(dim=1)
+        return loss.sum(dim=1) / mask.sum(dim=1).clamp_min(1)
+
+    def set_train_mode(self) -> None:
+        self.model.train()
+        for part in self.frozen:
+            getattr(self.model, part).eval()  # frozen batch-norm statistics, no dropout
+
+    def train_epoch(self, lr: float) -> torch.Tensor:
+        """One pass over every member's training rows at learning rate ``lr``; the summed loss."""
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        self.set_train_mode()
+        bs, steps, aux = self.bs, self.steps, self.aux
+        order = torch.as_tensor(_padded_indices([tr for tr, _ in self.splits], steps * bs, self.order_rngs),
+                                device=self.device)
+        if aux is not None:
+            aux_order = torch.as_tensor(
+                _padded_indices([aux.indices] * self.m, steps * aux.batch_size, self.order_rngs), device=self.device)
+        total = torch.zeros((), device=self.device)
+        for s in range(steps):
+            loss = self.batch_mean(*self.member_loss(order[:, s * bs : (s + 1) * bs], train=True)).sum()
+            if aux is not None:
+                a_idx = aux_order[:, s * aux.batch_size : (s + 1) * aux.batch_size]
+                loss = loss + aux.weight * self.batch_mean(*self.member_loss(a_idx, True, aux.inputs,
+                                                                             aux.redshift)).sum()
+            if self.anchored:
+                loss = loss + self.anchor_weight * sum(((p - p0) ** 2).sum() for p, p0 in self.anchored)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            total += loss.detach()
+        return total
+
+    @torch.no_grad()
+    def validate(self) -> np.ndarray:
+        """Mean validation loss (M,) of every member on its held-out rows (un-augmented inputs)."""
+        self.model.eval()
+        val = torch.zeros(self.m, device=self.device)
+        val_count = torch.zeros(self.m, device=self.device)
+        for s in range(0, self.n_val_max, 4096):
+            lv, vmask = self.member_loss(self.val_idx[:, s : s + 4096])
+            vm = self.val_mask[:, s : s + 4096]
+            if vmask is not None:
+                vm = vm * vmask
+                val_count += vm.sum(dim=1)
+            val += (lv * vm).sum(dim=1)
+        denom = self.val_mask.sum(dim=1) if self.inputs is None else val_count.clamp_min(1)
+        return (val / denom).cpu().numpy()
+
+    def keep_best(self, improved: np.ndarray, best_state: dict) -> None:
+        """Copy the weights of the members that ``improved`` into ``best_state``."""
+        sel = torch.as_tensor(improved, device=self.device)
+        for name, tensor in self.model.state_dict().items():
+            dst, src = _member_view(best_state[name], self.m), _member_view(tensor, self.m)
+            if dst is not None:
+                dst[sel] = src[sel].detach().clone()
+
+    def finish(self, best_state: dict) -> None:
+        """Load the best-epoch weights and leave the model in eval mode, every parameter trainable."""
+        self.model.load_state_dict(best_state)
+        self.model.set_noise(None)
+        self.model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(True)
+
+
 def train_ensemble(
     model: DeepzEnsemble,
     features: torch.Tensor,
@@ -207,89 +347,18 @@ def train_ensemble(
 
     Optional: ``inputs`` rebuilds (augmented) features per batch instead of indexing ``features``;
     ``frozen`` parts (of ``NETWORK_PARTS``) keep their weights and batch-norm statistics;
-    ``anchor`` (parameter name -> tensor) adds ``anchor_weight * sum((w - anchor)^2)`` (L2-SP
-    regularisation toward pretrained weights); ``aux`` mixes extra labelled rows into every batch.
-    Validation always uses un-augmented inputs of the spec-z rows only.
-    ``checkpoint`` (a :class:`rail.deepz.checkpoint.EpochCheckpoint`): save the whole training state
-    after every epoch and, when it holds a checkpoint of this same training, resume from it (the
-    result is bit-for-bit that of an uninterrupted run).
-
-    Every member has its own random streams (batch order, dropout; :func:`member_rng` of
-    ``config.seed`` and its index), so it trains the same alone or with others. ``members``: the
-    indices in ``splits`` (the whole ensemble's) of the model's members, e.g. one MPI rank's
-    share; default: all, ``len(splits) == model.n_members``. Batch augmentation (``inputs``,
-    ``aux``) draws from one shared generator: identical only for the same set of members.
+    ``anchor`` (parameter name -> tensor) adds ``anchor_weight * sum((w - anchor)^2)`` (L2-SP);
+    ``aux`` mixes extra labelled rows into every batch; ``checkpoint`` (a
+    :class:`rail.deepz.checkpoint.EpochCheckpoint`) saves the training state after every epoch and
+    resumes from a checkpoint of this same training (bit-for-bit the uninterrupted result).
+    ``members``: the indices in ``splits`` of the model's members (e.g. one MPI rank's share;
+    default all). Every member has its own random streams, so it trains the same alone or with
+    others; batch augmentation draws from one shared generator.
     """
-    m = model.n_members
-    all_splits = splits
     members = list(range(len(splits))) if members is None else [int(i) for i in members]
-    if len(members) != m or not all(0 <= i < len(all_splits) for i in members):
-        raise ValueError(f"{len(splits)} splits and member indices {members} for {m} ensemble members")
-    splits = [all_splits[i] for i in members]
-    if redshift is None and config.ae_weight <= 0:
-        raise ValueError("training without redshifts needs option 'ae_weight' > 0")
-    device = features.device
-    order_rngs = [member_rng(config.seed, i, "order") for i in members]
-    model.set_noise(MemberNoise([member_rng(config.seed, i, "dropout") for i in members]))
-    torch.manual_seed(config.seed)
-    bad_parts = [p for p in frozen if p not in NETWORK_PARTS]
-    if bad_parts:
-        raise ValueError(f"option 'freeze': unknown network part(s) {bad_parts}; choose from {list(NETWORK_PARTS)}")
-    frozen = [part for part in frozen if getattr(model, part) is not None]
-    for part in frozen:
-        for p in getattr(model, part).parameters():
-            p.requires_grad_(False)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = _adam(params, m, config.learning_rates[0], config.weight_decay)
-    anchored = []
-    if anchor is not None and anchor_weight > 0:
-        named = dict(model.named_parameters())
-        anchored = [(named[k], v.to(device)) for k, v in anchor.items() if k in named and named[k].requires_grad]
-
-    # batch count and validation padding from the whole ensemble: the same for any subset of members
-    n_train_max = max(len(tr) for tr, _ in all_splits)
-    bs = min(config.batch_size, n_train_max)
-    steps = int(math.ceil(n_train_max / bs))
-    n_val_max = max(len(va) for _, va in all_splits)
-    val_idx = torch.as_tensor(np.stack([np.resize(va, n_val_max) for _, va in splits]), device=device)
-    val_mask = torch.zeros(m, n_val_max, device=device)
-    for i, (_, va) in enumerate(splits):
-        val_mask[i, : len(va)] = 1.0
-
-    def member_loss(idx: torch.Tensor, train: bool = False, source=None, zsrc=None):
-        """Loss (M, b) of rows idx (M, b), and a validity mask (M, b) or None."""
-        source = inputs if source is None else source
-        zsrc = redshift if zsrc is None else zsrc
-        mask = None
-        if source is None:
-            x = _gather_rows(features, idx)
-        else:
-            x, rat, rat_err, mask = source.batch(idx, train)
-        if config.ae_weight > 0:
-            log_w, means, stds, _, recon = model(x)
-        else:  # the decoder's output is not needed
-            log_w, means, stds, _ = model.mixture(x)
-        loss = torch.zeros(idx.shape, device=device)
-        if zsrc is not None and redshift_weight > 0:
-            loss = loss + redshift_weight * mdn_nll(_gather_rows(zsrc, idx), log_w, means, stds)
-        if config.ae_weight > 0:
-            if source is None:
-                rat, rat_err = _gather_rows(ratios, idx), _gather_rows(ratio_err, idx)
-            loss = loss + config.ae_weight * reconstruction_loss(recon, rat, rat_err)
-        if mask is not None:
-            loss = torch.where(mask, loss, torch.zeros_like(loss))
-        return loss, mask
-
-    def batch_mean(loss: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        if mask is None:
-            return loss.mean(dim=1)
-        return loss.sum(dim=1) / mask.sum(dim=1).clamp_min(1)
-
-    def set_train_mode() -> None:
-        model.train()
-        for part in frozen:
-            getattr(model, part).eval()  # frozen batch-norm statistics, no dropout
-
+    t = _Trainer(model, features, redshift, ratios, ratio_err, splits, members, config, redshift_weight, inputs,
+                 frozen, anchor, anchor_weight, aux)
+    m = t.m
     best_loss = np.full(m, np.inf)
     best_epoch = np.zeros(m, dtype=int)
     best_state = copy.deepcopy(model.state_dict())
@@ -298,72 +367,31 @@ def train_ensemble(
     if checkpoint is not None:
         from .checkpoint import EpochResumer  # pylint: disable=import-outside-toplevel
 
-        resume = EpochResumer(checkpoint, model, opt, best_state, order_rngs, inputs, aux, progress=progress,
-                              fingerprint_parts=[config, splits, members, features, redshift, ratios, ratio_err,
-                                                 redshift_weight, list(frozen), anchor, anchor_weight])
+        resume = EpochResumer(checkpoint, model, t.opt, best_state, t.order_rngs, inputs, aux, progress=progress,
+                              fingerprint_parts=[config, t.splits, members, features, redshift, ratios, ratio_err,
+                                                 redshift_weight, list(t.frozen), anchor, anchor_weight])
         saved = resume.restore()
         if saved is not None:
             start, best_loss, best_epoch, history = saved
     t0 = time.time()
     for epoch in range(start, config.n_epochs):
         lr = config.lr_at(epoch)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        set_train_mode()
-        order = torch.as_tensor(_padded_indices([tr for tr, _ in splits], steps * bs, order_rngs), device=device)
-        if aux is not None:
-            aux_order = torch.as_tensor(
-                _padded_indices([aux.indices] * m, steps * aux.batch_size, order_rngs), device=device)
-        total = torch.zeros((), device=device)
-        for s in range(steps):
-            loss = batch_mean(*member_loss(order[:, s * bs : (s + 1) * bs], train=True)).sum()
-            if aux is not None:
-                a_idx = aux_order[:, s * aux.batch_size : (s + 1) * aux.batch_size]
-                loss = loss + aux.weight * batch_mean(*member_loss(a_idx, True, aux.inputs, aux.redshift)).sum()
-            if anchored:
-                loss = loss + anchor_weight * sum(((p - p0) ** 2).sum() for p, p0 in anchored)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.detach()
-        model.eval()
-        with torch.no_grad():
-            val = torch.zeros(m, device=device)
-            val_count = torch.zeros(m, device=device)
-            for s in range(0, n_val_max, 4096):
-                lv, vmask = member_loss(val_idx[:, s : s + 4096])
-                vm = val_mask[:, s : s + 4096]
-                if vmask is not None:
-                    vm = vm * vmask
-                    val_count += vm.sum(dim=1)
-                val += (lv * vm).sum(dim=1)
-            denom = val_mask.sum(dim=1) if inputs is None else val_count.clamp_min(1)
-            val = (val / denom).cpu().numpy()
+        total = t.train_epoch(lr)
+        val = t.validate()
         improved = val < best_loss
         if improved.any():
-            sel = torch.as_tensor(improved, device=device)
-            state = model.state_dict()
-            for name, tensor in state.items():
-                dst, src = _member_view(best_state[name], m), _member_view(tensor, m)
-                if dst is not None:
-                    dst[sel] = src[sel].detach().clone()
+            t.keep_best(improved, best_state)
             best_loss = np.where(improved, val, best_loss)
             best_epoch = np.where(improved, epoch, best_epoch)
-        history["train_loss"].append(float(total) / steps / m)
+        history["train_loss"].append(float(total) / t.steps / m)
         history["val_loss"].append(val.tolist())
         history["lr"].append(lr)
         if resume is not None:
             resume.save(epoch + 1, best_loss, best_epoch, history)
         if progress is not None and (epoch % 5 == 4 or epoch == config.n_epochs - 1):
-            progress(
-                f"epoch {epoch + 1}/{config.n_epochs} lr {lr:.0e} train loss {history['train_loss'][-1]:.4f} "
-                f"val loss {np.mean(val):.4f} (best {np.mean(best_loss):.4f}) {time.time() - t0:.0f}s"
-            )
-    model.load_state_dict(best_state)
-    model.set_noise(None)
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(True)
+            progress(f"epoch {epoch + 1}/{config.n_epochs} lr {lr:.0e} train loss {history['train_loss'][-1]:.4f} "
+                     f"val loss {np.mean(val):.4f} (best {np.mean(best_loss):.4f}) {time.time() - t0:.0f}s")
+    t.finish(best_state)
     return TrainResult(best_val_loss=best_loss, best_epoch=best_epoch, history=history)
 
 

@@ -20,20 +20,23 @@ to that scaling; refitting on the spec-z sample would shift every input the pret
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from . import features as feat
+from .augmentation import Augmentation, BatchInputs
+from .building import architecture_for, build_network, photometry_meta, prior_mixture, training_summary
 from .calibration import Calibration
 from .devices import resolve_device
-from .model_io import FORMAT, FORMAT_VERSION, DeepzModel, package_versions
-from .training import NETWORK_PARTS, AuxiliaryData, TrainConfig, train_ensemble
+from .model_io import DeepzModel, network_state, pack_model, package_versions
+from .options import NETWORK_PARTS
+from .training import AuxiliaryData, TrainConfig, train_ensemble
+from .training_data import TrainingData, augmentation, batch_inputs, prepare_training_data
 
 if TYPE_CHECKING:
     from .checkpoint import CheckpointStore
-    from .informing import InformOptions, TrainingData
 
 __all__ = [
     "PHASES",
@@ -62,17 +65,11 @@ def _val_splits(n: int, n_members: int, val_fraction: float, seed: int) -> list[
     return out
 
 
-def _pretrain_run(table: Mapping, opts: "InformOptions", phase: str, progress: Callable[[str], None] | None,
-                  data: "TrainingData | None" = None, checkpoints: "CheckpointStore | None" = None) -> DeepzModel:
-    from .augmentation import Augmentation
-    from .informing import (
-        _architecture, batch_inputs, build_network, photometry_meta, prepare_training_data, prior_mixture,
-        training_summary,
-    )
-
+def _pretrain_run(table: Mapping, opts: Any, phase: str, progress: Callable[[str], None] | None,
+                  data: TrainingData | None = None, checkpoints: "CheckpointStore | None" = None) -> DeepzModel:
     log = progress or (lambda msg: None)
     t0 = time.time()
-    tr = opts.transfer
+    tr = opts
     need_z = phase == "pretrained"
     if data is None:
         data = prepare_training_data(table, opts, need_redshift=need_z)
@@ -80,16 +77,16 @@ def _pretrain_run(table: Mapping, opts: "InformOptions", phase: str, progress: C
     mean, std = feat.fit_scaler(data.features)
     device = resolve_device(opts.device)
     z_scale = float(max(np.std(data.redshift), 0.05)) if need_z else 1.0
-    arch = _architecture(opts, data.features.shape[1], z_scale=z_scale)
+    arch = architecture_for(opts, data.features.shape[1], z_scale=z_scale)
     ae_weight = float(tr.pretrain_ae_weight)
     if not need_z and ae_weight <= 0:
         raise ValueError("autoencoder-only training needs option 'pretrain_ae_weight' > 0")
-    seed = opts.train.seed + 1000
+    seed = opts.seed + 1000
     cfg = TrainConfig(
         learning_rates=[float(r) for r in tr.pretrain_learning_rates],
         epochs_per_step=[int(e) for e in tr.pretrain_epochs_per_step],
         batch_size=int(tr.pretrain_batch_size),
-        weight_decay=opts.train.weight_decay,
+        weight_decay=opts.weight_decay,
         ae_weight=ae_weight,
         seed=seed,
     )
@@ -98,20 +95,14 @@ def _pretrain_run(table: Mapping, opts: "InformOptions", phase: str, progress: C
     log(f"{'pretraining' if need_z else 'autoencoder-only training'}: {n_members} network(s) on {n} galaxies"
         f"{' (individual exposures)' if data.exposures else ''}, {cfg.n_epochs} epochs, device {device}")
     model = build_network(arch, n_members, seed).to(device)
-    aug = Augmentation(keep_prob=opts.augment.keep_prob, coadd_mode=opts.augment.coadd_mode,
-                       outlier_fraction=opts.augment.outlier_fraction,
-                       outlier_amplitude=opts.augment.outlier_amplitude, flux_noise=float(tr.pretrain_flux_noise))
-    inputs = batch_inputs(data, mean, std, opts, aug, device, seed)
+    aug = augmentation(opts, flux_noise=tr.pretrain_flux_noise)
+    inputs = batch_inputs(data, mean, std, opts.bands.index(opts.ref_band), aug, device, seed)
     x = torch.as_tensor((data.features - mean) / std, device=device)
     z = None if data.redshift is None else torch.as_tensor(data.redshift, device=device)
     result = train_ensemble(model, x, z, torch.as_tensor(data.ratios, device=device),
                             torch.as_tensor(data.ratio_err, device=device), splits, cfg, progress=log, inputs=inputs,
                             checkpoint=None if checkpoints is None else checkpoints.phase(phase))
-    arrays = {f"net/{k}": v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-    arrays["feature_mean"], arrays["feature_std"] = mean, std
-    if need_z:
-        prior = prior_mixture(data.redshift, n_members * opts.n_gaussians)
-        arrays.update({f"prior/{k}": v for k, v in prior.items()})
+    prior = prior_mixture(data.redshift, n_members * opts.n_gaussians) if need_z else None
     meta = dict(
         phase=phase,
         architecture=arch.to_dict(),
@@ -119,7 +110,7 @@ def _pretrain_run(table: Mapping, opts: "InformOptions", phase: str, progress: C
         **photometry_meta(opts),
         calibration=Calibration().to_dict(),
         training=dict(
-            training_summary(n, data, result, t0, device, cfg),
+            training_summary(n, data.n_dropped_ref, result, t0, device, cfg),
             exposures=data.exposures,
             augmentation=dict(vars(aug)) if inputs is not None else {},
         ),
@@ -128,11 +119,11 @@ def _pretrain_run(table: Mapping, opts: "InformOptions", phase: str, progress: C
     if data.exposures:
         meta["inputs"] = "exposures"
     log(f"{phase} done in {time.time() - t0:.0f}s, best validation loss {np.mean(result.best_val_loss):.4f}")
-    return DeepzModel(format=FORMAT, format_version=FORMAT_VERSION, arrays=arrays, meta=meta)
+    return pack_model(model, mean, std, meta, prior)
 
 
-def pretrain(sims: Mapping, opts: "InformOptions", progress: Callable[[str], None] | None = None,
-             data: "TrainingData | None" = None, checkpoints: "CheckpointStore | None" = None) -> DeepzModel:
+def pretrain(sims: Mapping, opts: Any, progress: Callable[[str], None] | None = None,
+             data: TrainingData | None = None, checkpoints: "CheckpointStore | None" = None) -> DeepzModel:
     """Pretrain on a simulation table (true redshifts in ``redshift_col``): NLL + AE loss.
 
     Returns a model dict with ``meta["phase"] == "pretrained"``; its own scaler and architecture.
@@ -141,13 +132,13 @@ def pretrain(sims: Mapping, opts: "InformOptions", progress: Callable[[str], Non
     return _pretrain_run(sims, opts, "pretrained", progress, data, checkpoints)
 
 
-def train_autoencoder(table: Mapping, opts: "InformOptions", progress: Callable[[str], None] | None = None,
+def train_autoencoder(table: Mapping, opts: Any, progress: Callable[[str], None] | None = None,
                       checkpoints: "CheckpointStore | None" = None) -> DeepzModel:
     """Train the encoder and decoder alone on unlabelled photometry (no redshift column needed)."""
     return _pretrain_run(table, opts, "autoencoder", progress, checkpoints=checkpoints)
 
 
-def check_compatible(pretrained: Mapping, opts: "InformOptions") -> None:
+def check_compatible(pretrained: Mapping, opts: Any) -> None:
     """Raise a clear error when a pretrained model cannot seed this informer."""
     meta = pretrained.get("meta", {}) if isinstance(pretrained, Mapping) else {}
     if meta.get("phase") not in PHASES and "architecture" not in meta:
@@ -157,11 +148,11 @@ def check_compatible(pretrained: Mapping, opts: "InformOptions") -> None:
             f"option 'pretrained_model': pretrained on bands {meta.get('bands')} (reference {meta.get('ref_band')}), "
             f"but this informer uses bands {list(opts.bands)} (reference {opts.ref_band})"
         )
-    parts = list(opts.transfer.pretrain_parts)
-    bad = [p for p in parts + list(opts.transfer.freeze) if p not in NETWORK_PARTS]
+    parts = list(opts.pretrain_parts)
+    bad = [p for p in parts + list(opts.freeze) if p not in NETWORK_PARTS]
     if bad:
         raise ValueError(f"options 'pretrain_parts'/'freeze': unknown part(s) {bad}; choose from {list(NETWORK_PARTS)}")
-    if meta.get("phase") == "autoencoder" and "mdn" in opts.transfer.freeze:
+    if meta.get("phase") == "autoencoder" and "mdn" in opts.freeze:
         raise ValueError("option 'freeze' contains 'mdn' but the pretrained model is an autoencoder only")
 
 
@@ -174,7 +165,7 @@ def load_pretrained(model: torch.nn.Module, pretrained: Mapping, parts: list[str
     An autoencoder-only model provides the encoder and decoder only. Returns the copied
     parameters (name -> tensor on the model's device), the anchor of L2-SP regularisation.
     """
-    arrays = pretrained["arrays"]
+    arrays = network_state(pretrained)
     p_members = int(pretrained["meta"]["n_members"])
     if pretrained["meta"].get("phase") == "autoencoder":
         parts = [p for p in parts if p != "mdn"]
@@ -186,7 +177,7 @@ def load_pretrained(model: torch.nn.Module, pretrained: Mapping, parts: list[str
     for name, dst in state.items():
         if name.split(".")[0] not in parts:
             continue
-        src = np.asarray(arrays[f"net/{name}"])
+        src = np.asarray(arrays[name])
         if dst.dim() and src.size // p_members != dst.numel() // m:
             raise ValueError(f"pretrained weights '{name}' do not match the architecture")
         if dst.dim() == 0:
@@ -200,38 +191,35 @@ def load_pretrained(model: torch.nn.Module, pretrained: Mapping, parts: list[str
     return anchor
 
 
-def finetune_config(opts: "InformOptions") -> TrainConfig:
+def finetune_config(opts: Any) -> TrainConfig:
     """Fine-tuning schedule: ``finetune_*`` options, or the from-scratch schedule when they are []."""
-    tr = opts.transfer
-    lrs = [float(r) for r in tr.finetune_learning_rates] or list(opts.train.learning_rates)
-    eps = [int(e) for e in tr.finetune_epochs_per_step] or list(opts.train.epochs_per_step)
+    lrs = [float(r) for r in opts.finetune_learning_rates] or [float(r) for r in opts.learning_rates]
+    eps = [int(e) for e in opts.finetune_epochs_per_step] or [int(e) for e in opts.epochs_per_step]
     if len(lrs) != len(eps):
         raise ValueError("options 'finetune_learning_rates' and 'finetune_epochs_per_step' must have the same length")
-    return TrainConfig(learning_rates=lrs, epochs_per_step=eps, batch_size=opts.train.batch_size,
-                       weight_decay=opts.train.weight_decay, ae_weight=opts.train.ae_weight, seed=opts.train.seed)
+    return TrainConfig(learning_rates=lrs, epochs_per_step=eps, batch_size=opts.batch_size,
+                       weight_decay=opts.weight_decay, ae_weight=opts.ae_weight, seed=opts.seed)
 
 
-def simulation_batches(sim_data: "TrainingData", mean: np.ndarray, std: np.ndarray, opts: "InformOptions",
+def simulation_batches(sim_data: "TrainingData", mean: np.ndarray, std: np.ndarray, opts: Any,
                        device: torch.device, cfg: TrainConfig) -> AuxiliaryData:
     """Simulated rows mixed into fine-tuning batches (``finetune_sim_fraction`` of each batch)."""
-    from .augmentation import Augmentation, BatchInputs
-
-    frac = float(opts.transfer.finetune_sim_fraction)
+    frac = float(opts.finetune_sim_fraction)
     if not 0.0 < frac < 1.0:
         raise ValueError(f"option 'finetune_sim_fraction' must be in [0, 1), got {frac}")
     assert sim_data.fluxes is not None and sim_data.redshift is not None
     inputs = BatchInputs(sim_data.fluxes, mean, std, opts.bands.index(opts.ref_band),
-                         Augmentation(keep_prob=opts.augment.keep_prob, coadd_mode=opts.augment.coadd_mode),
+                         Augmentation(keep_prob=float(opts.coadd_keep_prob), coadd_mode=opts.coadd_mode),
                          device, cfg.seed + 2000)
     n_aux = max(1, int(round(cfg.batch_size * frac / (1.0 - frac))))
     return AuxiliaryData(inputs=inputs, redshift=torch.as_tensor(sim_data.redshift, device=device),
                          indices=np.arange(len(inputs)), batch_size=n_aux, weight=frac / (1.0 - frac))
 
 
-def summary(pretrained: Mapping, opts: "InformOptions") -> dict:
+def summary(pretrained: Mapping, opts: Any) -> dict:
     """What the fine-tuning started from (stored in the final model's ``meta["transfer"]``)."""
     meta = pretrained["meta"]
-    tr = opts.transfer
+    tr = opts
     return dict(
         phase=meta.get("phase", "final"),
         pretrain_n_train=meta.get("training", {}).get("n_train"),

@@ -16,7 +16,8 @@ from __future__ import annotations
 from rail.evaluation.single_evaluator import SingleEvaluator
 
 from rail.deepz import metrics as _metrics  # noqa: F401  (registers the metric classes)
-from rail.deepz.options import CheckedOptions, OptionError, closest
+from rail.deepz.schema import OptionError, closest
+from rail.deepz.stage_options import CheckedOptions
 
 __all__ = ["DeepzEvaluator"]
 

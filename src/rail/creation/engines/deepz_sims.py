@@ -9,7 +9,7 @@ from rail.core.data import Hdf5Handle, ModelHandle
 from rail.core.common_params import SHARED_PARAMS
 from rail.creation.engine import Creator
 
-from rail.deepz.options import CheckedOptions
+from rail.deepz.stage_options import CheckedOptions
 from rail.deepz.simulation.catalogue import OPTIONS, simulate_catalogue, validate_options
 
 __all__ = ["DeepzSimCreator"]

@@ -2,17 +2,16 @@
 
 Modules: :mod:`.priors` (Table 1 draws), :mod:`.sfh` (SFH weights), :mod:`.ssp_grid` (PopStar / FSPS
 grids), :mod:`.dust`, :mod:`.emission_lines`, :mod:`.igm`, :mod:`.filters`, :mod:`.photometry`,
-:mod:`.noise`, :mod:`.exposures`, :mod:`.normalisation`, :mod:`.engines`, :mod:`.catalogue`.
+:mod:`.noise`, :mod:`.exposures` (the column layout is :mod:`rail.deepz.inputs`'s), :mod:`.normalisation`, :mod:`.engines`, :mod:`.catalogue`.
 The RAIL stage is :class:`rail.creation.engines.deepz_sims.DeepzSimCreator`.
 """
 
 from .catalogue import OPTIONS, SimulationOptionError, simulate_catalogue, validate_options
-from .exposures import (band_key, coadd_exposures, exposure_column_names, pack_exposures,
-                        random_keep_mask, unpack_exposures)
+from .exposures import random_keep_mask, simulate_exposures
 from .ssp_grid import SSPGrid, export_fsps_grid, load_popstar, load_ssp_grid, save_ssp_grid
 
 __all__ = [
-    "OPTIONS", "SimulationOptionError", "simulate_catalogue", "validate_options", "band_key",
-    "coadd_exposures", "exposure_column_names", "pack_exposures", "random_keep_mask", "unpack_exposures",
+    "OPTIONS", "SimulationOptionError", "simulate_catalogue", "validate_options", "random_keep_mask",
+    "simulate_exposures",
     "SSPGrid", "export_fsps_grid", "load_popstar", "load_ssp_grid", "save_ssp_grid",
 ]

@@ -13,7 +13,8 @@ import numpy as np
 
 from .cosmology import available_cosmologies, luminosity_distance_cm
 from .engines import ENGINES, TEMPLATE_SETS, FSPSEngine, SSPEngine, TemplateEngine, template_files
-from .exposures import band_key, pack_exposures, simulate_exposures
+from ..inputs import band_key, pack_exposures
+from .exposures import simulate_exposures
 from .filters import FILTER_SETS, FilterSet, default_column_names, get_filter_set
 from .igm import IGM_MODELS
 from .noise import (DEFAULT_GAMMA, LSST_10YR_DEPTHS, LSST_GAMMA, NOISE_MODELS, depth_flux_errors,

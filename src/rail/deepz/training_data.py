@@ -1,0 +1,104 @@
+"""Training tables -> network inputs: the usable rows, their features, and per-batch augmentation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from . import features as feat
+from .augmentation import Augmentation, BatchInputs
+from .inputs import STATUS_OK, FluxTable, read_column, read_flux_table, uses_exposures
+
+__all__ = ["TrainingData", "prepare_training_data", "augmentation", "batch_inputs"]
+
+
+@dataclass
+class TrainingData:
+    """Network inputs of the usable training rows (see :func:`prepare_training_data`).
+
+    ``features`` (N, F) unscaled, ``ratios`` and ``ratio_err`` (N, B), ``redshift`` (N,) or None,
+    the counts of dropped rows, and the rows' fluxes (or exposures) for batch augmentation.
+    """
+
+    features: np.ndarray
+    ratios: np.ndarray
+    ratio_err: np.ndarray
+    redshift: np.ndarray | None
+    n_dropped_ref: int
+    n_dropped_z: int
+    fluxes: FluxTable | None = None
+
+    @property
+    def exposures(self) -> bool:
+        return self.fluxes is not None and self.fluxes.exposures
+
+
+def prepare_training_data(table: Mapping, opts: Any, need_redshift: bool = True) -> TrainingData:
+    """Read, convert and clean a training table; raise a clear error if it cannot be used.
+
+    Rows whose reference band is unusable, or (with ``need_redshift``) whose redshift is not finite
+    and >= 0, are dropped. Tables with individual exposures (``flux_{band}_exp{k}``, option
+    ``use_exposures``) are read through them: the features are those of the full coadd.
+    """
+    if opts.ref_band not in opts.bands:
+        raise ValueError(f"option 'ref_band' ({opts.ref_band!r}) must be one of 'bands' {opts.bands}")
+    exposures = uses_exposures(table, opts.bands, opts.use_exposures)
+    fluxes, phot = read_flux_table(table, opts.bands, opts.err_bands, opts.mag_limits, opts.nondetect_val,
+                                   opts.nonobserved_val, use_exposures=exposures)
+    for j, band in enumerate(opts.bands):
+        if not (phot.status[:, j] == STATUS_OK).any():
+            raise ValueError(
+                f"column '{band}' has no usable detection in the training table (all values are NaN, "
+                "missing or non-detections): remove it from 'bands'/'err_bands' or fix the data"
+            )
+    x, ratios, ratio_err, bad_ref = feat.flux_features(phot, opts.bands.index(opts.ref_band))
+    keep = ~bad_ref
+    z = None
+    n_bad_z = 0
+    if need_redshift:
+        if opts.redshift_col not in table:
+            raise KeyError(f"redshift column '{opts.redshift_col}' (option 'redshift_col') not in the training table")
+        z = read_column(table, opts.redshift_col)  # text that is not a number: NaN, dropped
+        bad_z = ~np.isfinite(z) | (z < 0)
+        n_bad_z = int((bad_z & keep).sum())
+        keep &= ~bad_z
+    if keep.sum() < 10:
+        raise ValueError(
+            f"only {int(keep.sum())} training rows are usable (reference band '{opts.ref_band}' detected"
+            + (f" and finite, non-negative '{opts.redshift_col}'" if need_redshift else "")
+            + "): at least 10 are needed"
+        )
+    return TrainingData(
+        features=x[keep],
+        ratios=ratios[keep],
+        ratio_err=ratio_err[keep],
+        redshift=None if z is None else z[keep].astype(np.float32),
+        n_dropped_ref=int(bad_ref.sum()),
+        n_dropped_z=n_bad_z,
+        fluxes=fluxes.subset(keep),
+    )
+
+
+def augmentation(opts: Any, flux_noise: float = 0.0) -> Augmentation:
+    """The batch augmentation an informer's options ask for (plus ``flux_noise``, for pretraining)."""
+    return Augmentation(keep_prob=float(opts.coadd_keep_prob), coadd_mode=opts.coadd_mode,
+                        outlier_fraction=float(opts.outlier_fraction),
+                        outlier_amplitude=(float(opts.outlier_amplitude[0]), float(opts.outlier_amplitude[1])),
+                        flux_noise=float(flux_noise))
+
+
+def _needs_batch_inputs(data: TrainingData, aug: Augmentation) -> bool:
+    """True when features must be rebuilt per batch (randomised coadds, outliers or flux noise)."""
+    return (data.exposures and aug.keep_prob < 1.0) or aug.outlier_fraction > 0 or aug.flux_noise > 0
+
+
+def batch_inputs(data: TrainingData, mean: np.ndarray, std: np.ndarray, ref_index: int, aug: Augmentation,
+                 device: torch.device, seed: int) -> BatchInputs | None:
+    """Per-batch input builder, or None when the precomputed features can be used as they are."""
+    if not _needs_batch_inputs(data, aug):
+        return None
+    assert data.fluxes is not None
+    return BatchInputs(data.fluxes, mean, std, ref_index, aug, device, seed)
