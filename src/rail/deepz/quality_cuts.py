@@ -30,13 +30,21 @@ _P16, _P84 = 15.865, 84.135
 class CompletenessCurves:
     """sigma68 and outlier rate of the best-ranked fraction of a sample; all arrays have shape (M,).
 
-    completeness : requested fractions kept (0, 1]
-    n_kept : galaxies kept, ceil(completeness * N) (at least 1)
-    threshold : rank value of the last galaxy kept (keep ``rank >= threshold``, or ``<=`` when
-        lower ranks are better)
-    sigma68 : (P84.135 - P15.865) / 2 of delta_z = (zphot - zspec) / (1 + zspec) of the kept galaxies
-    outlier_rate : fraction of kept galaxies with |delta_z| > ``outlier_threshold``
-    bias : median delta_z of the kept galaxies
+    Attributes
+    ----------
+    completeness : numpy.ndarray
+        Requested fractions kept, in (0, 1].
+    n_kept : numpy.ndarray
+        Galaxies kept, ceil(completeness * N) (at least 1).
+    threshold : numpy.ndarray
+        Rank value of the last galaxy kept (keep ``rank >= threshold``, or ``<=`` when lower ranks
+        are better).
+    sigma68 : numpy.ndarray
+        (P84.135 - P15.865) / 2 of delta_z = (zphot - zspec) / (1 + zspec) of the kept galaxies.
+    outlier_rate : numpy.ndarray
+        Fraction of kept galaxies with ``|delta_z| > outlier_threshold``.
+    bias : numpy.ndarray
+        Median delta_z of the kept galaxies.
     """
 
     completeness: np.ndarray
