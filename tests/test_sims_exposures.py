@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from rail.deepz.simulation import OPTIONS, simulate_catalogue
+from rail.deepz.simulation import default_options, simulate_catalogue
 from rail.deepz.inputs import coadd_exposures, pack_exposures, unpack_exposures
 from rail.deepz.simulation.exposures import random_keep_mask, simulate_exposures
 
@@ -12,7 +12,7 @@ KEYS = [f"{b}_lsst" for b in "ugrizy"]
 
 @pytest.fixture(scope="module")
 def catalogue():
-    opts = {k: v[0] for k, v in OPTIONS.items()}
+    opts = default_options()
     opts.update(exposures=True, n_exposures_range=[0, 6], exposure_outlier_fraction=0.1)
     return simulate_catalogue(3000, 11, opts)
 

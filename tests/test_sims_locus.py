@@ -11,7 +11,7 @@ import pytest
 import tables_io
 from scipy.spatial import cKDTree
 
-from rail.deepz.simulation import OPTIONS, simulate_catalogue
+from rail.deepz.simulation import default_options, simulate_catalogue
 from rail.utils.path_utils import find_rail_file
 
 BANDS = "ugrizy"
@@ -35,7 +35,7 @@ def _nearest_distances(sim_colours, sim_z, data_colours, data_z):
 
 @pytest.fixture(scope="module")
 def distances():
-    opts = {k: v[0] for k, v in OPTIONS.items()}
+    opts = default_options()
     opts.update(noise_model="none")
     sims = simulate_catalogue(30000, 2024, opts)
     data = tables_io.read(find_rail_file("examples_data/testdata/test_dc2_training_9816.hdf5"))["photometry"]

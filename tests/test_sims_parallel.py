@@ -2,11 +2,11 @@
 
 import numpy as np
 
-from rail.deepz.simulation import OPTIONS, simulate_catalogue
+from rail.deepz.simulation import default_options, simulate_catalogue
 
 
 def _opts(**extra):
-    opts = {k: v[0] for k, v in OPTIONS.items()}
+    opts = default_options()
     opts.update(extra)
     return opts
 

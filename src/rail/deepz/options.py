@@ -129,7 +129,7 @@ _AUGMENTATION = [
     Option("outlier_fraction", "float", 0.0, "fraction of training galaxies per batch given a photometric outlier",
            lo=0.0, hi=1.0),
     Option("outlier_amplitude", "list", [0.2, 1.0], "outlier amplitude range [lo, hi]: extra flux as a fraction of "
-           "the band flux (or of its error when larger), random sign", item="float", lo=0.0, length=2),
+           "the band flux (or of its error when larger), random sign", item="float", lo=0.0, length=2, ordered=True),
 ]
 
 _CHECKPOINTS = [
@@ -206,19 +206,11 @@ def _schedule_rule(lrs: str, eps: str, may_be_empty: bool = False) -> Rule:
     return rule
 
 
-def _amplitude_rule(v: Mapping[str, Any]) -> None:
-    lo, hi = v["outlier_amplitude"]
-    if lo > hi:
-        raise OptionError(f"option 'outlier_amplitude' = {v['outlier_amplitude']!r} is invalid: expected [lo, hi] "
-                          "with lo <= hi")
-
-
 INFORM_RULES: list[Rule] = [
     _bands_rule,
     _schedule_rule("learning_rates", "epochs_per_step"),
     _schedule_rule("pretrain_learning_rates", "pretrain_epochs_per_step"),
     _schedule_rule("finetune_learning_rates", "finetune_epochs_per_step", may_be_empty=True),
-    _amplitude_rule,
 ]
 ESTIMATE_RULES: list[Rule] = [lambda v: check_band_lists(v["bands"], v["err_bands"])]
 

@@ -91,6 +91,7 @@ class Option:
     item : type of list items (``int``, ``float`` or ``str``).
     length : exact length of a list (None: any).
     finite : numbers must be finite (False: nan and +-inf are allowed, e.g. sentinel values).
+    ordered : a list's items must not decrease (e.g. a range ``[lo, hi]``).
     shared : a RAIL shared parameter (declared through ``SHARED_PARAMS``).
     """
 
@@ -106,6 +107,7 @@ class Option:
     item: str | None = None
     length: int | None = None
     finite: bool = True
+    ordered: bool = False
     shared: bool = False
 
     def allowed(self) -> str:
@@ -162,6 +164,8 @@ class Option:
                     self._fail(value, "a list of strings")
                 if self.choices is not None and v not in self.choices:
                     self._fail(value, f"a list of values from {list(self.choices)}")
+        if self.ordered and any(b < a for a, b in zip(value, value[1:])):
+            self._fail(value, f"a list [lo, hi] with lo <= hi" + (f" within {span}" if span else ""))
 
     def convert(self, value: Any) -> Any:
         """The checked value in its plain Python type (ints as floats for float options, copies of lists)."""

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from .networks import DeepzEnsemble, MemberNoise, member_rng
-from .options import NETWORK_PARTS
 
 if TYPE_CHECKING:
     from .checkpoint import EpochCheckpoint
@@ -31,7 +30,6 @@ __all__ = [
     "train_ensemble",
     "predict",
     "AuxiliaryData",
-    "NETWORK_PARTS",
 ]
 
 class InputSource(Protocol):
@@ -192,9 +190,6 @@ class _Trainer:
             raise ValueError(f"{len(splits)} splits and member indices {members} for {m} ensemble members")
         if redshift is None and config.ae_weight <= 0:
             raise ValueError("training without redshifts needs option 'ae_weight' > 0")
-        bad_parts = [p for p in frozen if p not in NETWORK_PARTS]
-        if bad_parts:
-            raise ValueError(f"option 'freeze': unknown network part(s) {bad_parts}; choose from {list(NETWORK_PARTS)}")
         self.model, self.m, self.config = model, m, config
         self.features, self.redshift, self.ratios, self.ratio_err = features, redshift, ratios, ratio_err
         self.redshift_weight, self.inputs, self.aux, self.anchor_weight = redshift_weight, inputs, aux, anchor_weight
@@ -346,7 +341,7 @@ def train_ensemble(
     ``redshift_weight * NLL + ae_weight * reconstruction``.
 
     Optional: ``inputs`` rebuilds (augmented) features per batch instead of indexing ``features``;
-    ``frozen`` parts (of ``NETWORK_PARTS``) keep their weights and batch-norm statistics;
+    ``frozen`` parts (of :data:`rail.deepz.options.NETWORK_PARTS`) keep their weights and batch-norm statistics;
     ``anchor`` (parameter name -> tensor) adds ``anchor_weight * sum((w - anchor)^2)`` (L2-SP);
     ``aux`` mixes extra labelled rows into every batch; ``checkpoint`` (a
     :class:`rail.deepz.checkpoint.EpochCheckpoint`) saves the training state after every epoch and

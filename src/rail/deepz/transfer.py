@@ -31,7 +31,6 @@ from .building import architecture_for, build_network, photometry_meta, prior_mi
 from .calibration import Calibration
 from .devices import resolve_device
 from .model_io import DeepzModel, network_state, pack_model, package_versions
-from .options import NETWORK_PARTS
 from .training import AuxiliaryData, TrainConfig, train_ensemble
 from .training_data import TrainingData, augmentation, batch_inputs, prepare_training_data
 
@@ -148,10 +147,6 @@ def check_compatible(pretrained: Mapping, opts: Any) -> None:
             f"option 'pretrained_model': pretrained on bands {meta.get('bands')} (reference {meta.get('ref_band')}), "
             f"but this informer uses bands {list(opts.bands)} (reference {opts.ref_band})"
         )
-    parts = list(opts.pretrain_parts)
-    bad = [p for p in parts + list(opts.freeze) if p not in NETWORK_PARTS]
-    if bad:
-        raise ValueError(f"options 'pretrain_parts'/'freeze': unknown part(s) {bad}; choose from {list(NETWORK_PARTS)}")
     if meta.get("phase") == "autoencoder" and "mdn" in opts.freeze:
         raise ValueError("option 'freeze' contains 'mdn' but the pretrained model is an autoencoder only")
 

@@ -4,24 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ceci.config import StageParameter as Param
 from rail.core.data import Hdf5Handle, ModelHandle
-from rail.core.common_params import SHARED_PARAMS
 from rail.creation.engine import Creator
 
+from rail.deepz.schema import config_options as stage_parameters
+from rail.deepz.simulation import OPTIONS, simulate_catalogue, validate_options
 from rail.deepz.stage_options import CheckedOptions
-from rail.deepz.simulation.catalogue import OPTIONS, simulate_catalogue, validate_options
 
 __all__ = ["DeepzSimCreator"]
-
-_SHARED = ("bands", "err_bands", "ref_band", "nondetect_val", "chunk_size", "hdf5_groupname")
-
-
-def _param(name: str) -> Any:
-    default, msg = OPTIONS[name]
-    if name in _SHARED:
-        return SHARED_PARAMS
-    return Param(type(default), default, msg=msg)
 
 
 class DeepzSimCreator(CheckedOptions, Creator):
@@ -34,15 +24,14 @@ class DeepzSimCreator(CheckedOptions, Creator):
     ``mag_distribution`` and given noise (``noise_model``) and, optionally, individual exposures.
     The ``model`` input is not needed (the stage is fully defined by its options); leave it unset
     (``rail.interactive`` requires it: pass ``model="none"``).
-    See docs/simulations.md for every option and the output columns.
+    The simulations page of the documentation lists every option and the output columns.
     """
 
     name = "DeepzSimCreator"
     entrypoint_function = "sample"
     interactive_function = "deepz_sim_creator"
     config_options = Creator.config_options.copy()
-    config_options.update({name: _param(name) for name in OPTIONS})
-    config_options["nonobserved_val"] = SHARED_PARAMS
+    config_options.update(stage_parameters(list(OPTIONS.values())))  # the schema: rail.deepz.simulation.options
     extra_interactive_documentation = (
         "The simulation needs no model: call with model='none', e.g. "
         "deepz_sim_creator(model='none', n_samples=1000, seed=1)."
@@ -103,7 +92,6 @@ class DeepzSimCreator(CheckedOptions, Creator):
             raise ValueError(f"Option 'n_samples' = {n_samples!r} is invalid: expected a positive integer")
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise ValueError(f"Option 'seed' = {seed!r} is invalid: expected an integer")
-        opts["nonobserved_val"] = self.config.nonobserved_val
         table = simulate_catalogue(n_samples, seed, opts)
         group = self.config.hdf5_groupname
         self.add_data("output", {group: table} if group else table)

