@@ -10,8 +10,8 @@ from rail.utils.path_utils import find_rail_file
 BANDS = [f"mag_{b}_lsst" for b in "ugrizy"]
 ERR_BANDS = [f"mag_err_{b}_lsst" for b in "ugrizy"]
 
-# small, fast settings for plumbing tests
-TINY = dict(
+# small, fast informer settings for plumbing tests (use the ``tiny`` fixture)
+_TINY = dict(
     epochs_per_step=[3, 1, 1],
     n_folds=2,
     encoder_layers=[16, 16],
@@ -21,6 +21,14 @@ TINY = dict(
     batch_size=64,
     seed=11,
 )
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """The one set of small, fast DeepzInformer settings: ``tiny(**overrides)`` returns a new dict."""
+    def settings(**overrides):
+        return {**_TINY, **overrides}
+    return settings
 
 
 def _read(rel):
@@ -77,3 +85,12 @@ def mpi_available() -> bool:
 
 
 needs_mpi = pytest.mark.skipif(not mpi_available(), reason="mpiexec or mpi4py not installed")
+
+# tests with these markers are also slow: `pytest -m "not slow"` leaves them all out
+_SLOW_KINDS = ("mpi", "notebooks", "pipelines", "docs")
+
+
+def pytest_collection_modifyitems(config, items):  # pylint: disable=unused-argument
+    for item in items:
+        if any(item.get_closest_marker(kind) for kind in _SLOW_KINDS) and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)

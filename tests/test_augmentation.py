@@ -11,7 +11,7 @@ from rail.deepz.augmentation import Augmentation, BatchInputs, inject_outliers, 
 from rail.deepz.inputs import FluxTable, coadd_exposures, pack_exposures
 from rail.deepz.simulation.exposures import simulate_exposures
 
-from conftest import BANDS, ERR_BANDS, TINY
+from conftest import BANDS, ERR_BANDS
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -122,8 +122,8 @@ def exposure_catalogue(dc2_train):
     return table
 
 
-def test_informer_trains_on_exposures_and_estimator_uses_them(exposure_catalogue):
-    cfg = dict(TINY, hdf5_groupname="", num_threads=1)
+def test_informer_trains_on_exposures_and_estimator_uses_them(tiny, exposure_catalogue):
+    cfg = tiny(hdf5_groupname="", num_threads=1)
     st = DeepzInformer.make_stage(name="exp_inf", output_mode="return", coadd_keep_prob=0.8, outlier_fraction=0.1, **cfg)
     st.inform(exposure_catalogue)
     model = st.get_data("model")
@@ -141,9 +141,9 @@ def test_informer_trains_on_exposures_and_estimator_uses_them(exposure_catalogue
     np.testing.assert_allclose(est2.estimate(coadds).data.ancil["zmode"], full, rtol=1e-5, atol=1e-6)
 
 
-def test_bad_augmentation_options_are_named(small_train):
+def test_bad_augmentation_options_are_named(tiny, small_train):
     for kw, word in ((dict(coadd_keep_prob=0.0), "coadd_keep_prob"), (dict(coadd_mode="x"), "coadd_mode"),
                      (dict(outlier_fraction=2.0), "outlier_fraction"), (dict(use_exposures="yes"), "exposure")):
-        st = DeepzInformer.make_stage(name="bad_aug", output_mode="return", hdf5_groupname="", **dict(TINY, **kw))
+        st = DeepzInformer.make_stage(name="bad_aug", output_mode="return", hdf5_groupname="", **tiny(**kw))
         with pytest.raises((ValueError, KeyError), match=word):
             st.inform(small_train)

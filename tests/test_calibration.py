@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY
 
 from rail.deepz.calibration import Calibration, apply_calibration, fit_calibration, pool_members, pit_cvm
 from rail.deepz import mixture
@@ -45,7 +44,7 @@ def test_weight_power_is_fitted_on_request():
 
 
 @pytest.mark.parametrize("option", [None, True])
-def test_informer_option_reaches_the_fit(option, dc2_train, monkeypatch):
+def test_informer_option_reaches_the_fit(option, tiny, dc2_train, monkeypatch):
     from rail.deepz import informing
     from rail.estimation.algos.deepz import DeepzInformer
 
@@ -58,7 +57,7 @@ def test_informer_option_reaches_the_fit(option, dc2_train, monkeypatch):
     monkeypatch.setattr(informing, "fit_calibration", recording_fit)
     extra = {} if option is None else dict(calibrate_weight_power=option)
     stage = DeepzInformer.make_stage(name=f"inform_cal_{option}", hdf5_groupname="", output_mode="return",
-                                     num_threads=1, **TINY, **extra)
+                                     num_threads=1, **tiny(**extra))
     stage.inform({k: np.asarray(v[:600]) for k, v in dc2_train.items()})
     assert seen["fit_power"] is bool(option)
     if option is None:

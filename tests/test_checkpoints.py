@@ -11,8 +11,7 @@ from rail.deepz import DeepzInformer
 from rail.deepz import checkpoint as ckpt_mod
 from rail.deepz.model_io import load_model
 
-FAST = dict(epochs_per_step=[3, 2, 1], n_folds=2, encoder_layers=[8], decoder_layers=[8], mdn_layers=[8],
-            n_gaussians=2, batch_size=100, seed=5, dropout=0.1, hdf5_groupname="", calibrate=True)
+
 N_EPOCHS = 6
 
 
@@ -48,9 +47,17 @@ def saves(monkeypatch):
     return record
 
 
-def _inform(tmp_path, data, name="ck", sims=None, **kw):
+@pytest.fixture()
+def inform(tiny):
+    """Train to a model file with the tiny settings: ``inform(folder, data, name, sims, **options)``."""
+    return lambda folder, data, name="ck", sims=None, **kw: _inform(
+        tiny(**{**dict(epochs_per_step=[3, 2, 1], batch_size=100, seed=5, dropout=0.1, hdf5_groupname=""), **kw}),
+        folder, data, name, sims)
+
+
+def _inform(cfg, tmp_path, data, name, sims):
     path = str(tmp_path / f"{name}.npz")
-    stage = DeepzInformer.make_stage(name=name, model=path, **dict(FAST, **kw))
+    stage = DeepzInformer.make_stage(name=name, model=path, **cfg)
     stage.inform(data, sims=sims)
     return load_model(path)
 
@@ -65,66 +72,66 @@ def _assert_same(a, b):
         assert a["meta"]["training"][key] == b["meta"]["training"][key], key
 
 
-def test_interrupted_training_resumes_to_the_same_model(tmp_path, data, saves, one_torch_thread):
+def test_interrupted_training_resumes_to_the_same_model(inform, tmp_path, data, saves, one_torch_thread):
     opts = dict(outlier_fraction=0.2)  # batch augmentation: one more random stream to restore
-    reference = _inform(tmp_path / "ref", data, checkpoint_dir="none", **opts)
+    reference = inform(tmp_path / "ref", data, checkpoint_dir="none", **opts)
     assert saves["count"] == {}  # checkpoints off: nothing written
 
     saves["stop_after"]["train"] = 2
     with pytest.raises(Interrupt):
-        _inform(tmp_path, data, **opts)
+        inform(tmp_path, data, **opts)
     folder = str(tmp_path / "ck_checkpoints")  # 'auto': next to the model file
     assert saves["folders"] == {folder} and os.listdir(folder) == ["train.ckpt"]
     assert not os.path.exists(tmp_path / "ck.npz")
 
     saves["count"].clear()
     saves["stop_after"].clear()
-    resumed = _inform(tmp_path, data, **opts)
+    resumed = inform(tmp_path, data, **opts)
     assert saves["count"]["train"] == N_EPOCHS - 2  # resumed, not started again
     _assert_same(resumed, reference)
     assert not os.path.exists(folder)  # removed once the model is saved
 
 
-def test_pretraining_is_not_repeated_when_fine_tuning_is_interrupted(tmp_path, data, sims, saves, one_torch_thread):
+def test_pretraining_is_not_repeated_when_fine_tuning_is_interrupted(inform, tmp_path, data, sims, saves, one_torch_thread):
     # simulations mixed into fine-tuning batches: their augmentation generator is restored too
     opts = dict(pretrain_epochs_per_step=[2, 1], pretrain_batch_size=200, finetune_sim_fraction=0.2)
-    reference = _inform(tmp_path / "ref", data, sims=sims, checkpoint_dir="", **opts)
+    reference = inform(tmp_path / "ref", data, sims=sims, checkpoint_dir="", **opts)
     saves["stop_after"]["train"] = 3
     with pytest.raises(Interrupt):
-        _inform(tmp_path, data, sims=sims, **opts)
+        inform(tmp_path, data, sims=sims, **opts)
     assert saves["count"] == {"pretrained": 3, "train": 3}
     saves["count"].clear()
     saves["stop_after"].clear()
-    resumed = _inform(tmp_path, data, sims=sims, **opts)
+    resumed = inform(tmp_path, data, sims=sims, **opts)
     assert saves["count"] == {"train": N_EPOCHS - 3}  # the pretraining was complete: restored, not rerun
     _assert_same(resumed, reference)
 
 
-def test_checkpoint_of_another_configuration_is_ignored(tmp_path, data, saves, one_torch_thread):
+def test_checkpoint_of_another_configuration_is_ignored(inform, tmp_path, data, saves, one_torch_thread):
     folder = str(tmp_path / "ckpts")
     saves["stop_after"]["train"] = 2
     with pytest.raises(Interrupt):
-        _inform(tmp_path, data, checkpoint_dir=folder)
+        inform(tmp_path, data, checkpoint_dir=folder)
     saves["count"].clear()
     saves["stop_after"].clear()
-    other = _inform(tmp_path, data, checkpoint_dir=folder, seed=6)  # another seed: a different training
+    other = inform(tmp_path, data, checkpoint_dir=folder, seed=6)  # another seed: a different training
     assert saves["count"]["train"] == N_EPOCHS  # started afresh
-    _assert_same(other, _inform(tmp_path / "ref", data, checkpoint_dir="none", seed=6))
+    _assert_same(other, inform(tmp_path / "ref", data, checkpoint_dir="none", seed=6))
     assert not os.path.exists(folder)
 
 
-def test_damaged_checkpoint_starts_afresh(tmp_path, data, saves, one_torch_thread):
+def test_damaged_checkpoint_starts_afresh(inform, tmp_path, data, saves, one_torch_thread):
     folder = tmp_path / "ckpts"
     saves["stop_after"]["train"] = 1
     with pytest.raises(Interrupt):
-        _inform(tmp_path, data, checkpoint_dir=str(folder))
+        inform(tmp_path, data, checkpoint_dir=str(folder))
     path = folder / "train.ckpt"
     path.write_bytes(path.read_bytes()[:100])  # truncated
     saves["count"].clear()
     saves["stop_after"].clear()
-    model = _inform(tmp_path, data, checkpoint_dir=str(folder))
+    model = inform(tmp_path, data, checkpoint_dir=str(folder))
     assert saves["count"]["train"] == N_EPOCHS
-    _assert_same(model, _inform(tmp_path / "ref", data, checkpoint_dir="none"))
+    _assert_same(model, inform(tmp_path / "ref", data, checkpoint_dir="none"))
 
 
 def test_checkpoint_files_are_written_atomically_and_hold_no_code(tmp_path, monkeypatch):
@@ -164,7 +171,7 @@ def test_checkpoint_dir_option(tmp_path):
     assert DeepzInformer.make_stage(name="cd4", checkpoint_dir="/x/y").checkpoint_folder() == "/x/y"
 
 
-def test_checkpoint_interval_saves_less_often_same_result(tmp_path, data, saves, one_torch_thread):
-    model = _inform(tmp_path, data, checkpoint_interval=3600.0)
+def test_checkpoint_interval_saves_less_often_same_result(inform, tmp_path, data, saves, one_torch_thread):
+    model = inform(tmp_path, data, checkpoint_interval=3600.0)
     assert saves["count"]["train"] == 1  # the first epoch only, then not due again
-    _assert_same(model, _inform(tmp_path / "ref", data, checkpoint_dir="none"))
+    _assert_same(model, inform(tmp_path / "ref", data, checkpoint_dir="none"))

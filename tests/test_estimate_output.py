@@ -12,7 +12,7 @@ import qp
 import tables_io
 import torch
 
-from conftest import TINY, needs_mpi
+from conftest import needs_mpi
 from rail.deepz import DeepzEstimator, DeepzInformer
 from rail.deepz import mixture as MX
 from rail.deepz.handles import TurnTakingQPHandle, rank_ranges
@@ -21,13 +21,13 @@ N_ROWS = 1300
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, dc2_train, dc2_valid):
+def trained(tiny, tmp_path_factory, dc2_train, dc2_valid):
     """A tiny model file and a 1,300-row input file (group 'photometry')."""
     tmp = tmp_path_factory.mktemp("est_out")
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     train = {k: np.asarray(v[:1500]) for k, v in dc2_train.items()}
-    stage = DeepzInformer.make_stage(name="inform_out", model=str(tmp / "model.npz"), hdf5_groupname="", **TINY)
+    stage = DeepzInformer.make_stage(name="inform_out", model=str(tmp / "model.npz"), hdf5_groupname="", **tiny())
     stage.inform(train)
     torch.set_num_threads(old)
     inp = tmp / "input.hdf5"
@@ -200,6 +200,7 @@ print(f"rank {MPI.COMM_WORLD.Get_rank()} done", flush=True)
 
 
 
+@pytest.mark.mpi
 @needs_mpi
 def test_two_rank_estimate_equals_one_process(trained):
     tmp, model, inp, one = _one_process_reference(trained, "est_1rank")
@@ -238,6 +239,8 @@ def test_float32_pdfs_are_the_rounded_float64_pdfs(trained):
     assert os.path.getsize(tmp / "d32.hdf5") < 0.7 * os.path.getsize(tmp / "d64.hdf5")  # 6 components + ancil
 
 
+@pytest.mark.mpi
+@pytest.mark.pipelines
 @needs_mpi
 def test_ceci_estimate_stage_with_nprocess_2_equals_one_process(trained):
     """The estimate stage as ceci runs it with ``nprocess: 2`` (mpiexec ... --mpi) == one process."""

@@ -10,8 +10,9 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
-from conftest import TINY, needs_mpi
+from conftest import needs_mpi
 from rail.deepz.model_io import load_model
 from rail.estimation.algos.deepz import DeepzInformer
 
@@ -33,9 +34,10 @@ print(f"rank {MPI.COMM_WORLD.Get_rank()} done", flush=True)
 
 
 
+@pytest.mark.mpi
 @needs_mpi
-def test_two_rank_inform_equals_one_process(small_train, in_tmp, one_torch_thread):
-    config = dict(TINY, n_folds=3)  # 3 members: ranks train 2 + 1
+def test_two_rank_inform_equals_one_process(tiny, small_train, in_tmp, one_torch_thread):
+    config = tiny(n_folds=3)  # 3 members: ranks train 2 + 1
     script = in_tmp / "inform_mpi.py"
     script.write_text(SCRIPT)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")

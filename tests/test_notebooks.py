@@ -29,6 +29,7 @@ def test_notebooks_are_committed_without_outputs(name):
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
+@pytest.mark.notebooks
 def test_notebook_executes(name, tmp_path):
     nb = run_notebook(name, str(tmp_path))
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]

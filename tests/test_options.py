@@ -9,7 +9,6 @@ from rail.deepz import DeepzEstimator, DeepzInformer, DeepzTransferInformer
 from rail.deepz.schema import Option, OptionError, closest
 from rail.evaluation.deepz_evaluator import DeepzEvaluator
 
-from conftest import TINY
 
 STAGES = [
     (DeepzInformer, {}),
@@ -51,7 +50,7 @@ def test_informer_specific_typos():
         DeepzEvaluator.make_stage(name="t5", metric=["pit"])
 
 
-def test_values_are_checked_before_training(small_train):
+def test_values_are_checked_before_training(tiny, small_train):
     cases = [
         (dict(phase="pretrian"), r"'phase'.*did you mean 'pretrain'.*allowed values"),
         (dict(coadd_mode="keep"), "coadd_mode"),
@@ -65,7 +64,7 @@ def test_values_are_checked_before_training(small_train):
     ]
     for i, (opts, pattern) in enumerate(cases):
         stage = DeepzInformer.make_stage(name=f"val{i}", output_mode="return", hdf5_groupname="",
-                                         **dict(TINY, **opts))
+                                         **tiny(**opts))
         with pytest.raises(ValueError, match=pattern):
             stage.inform(small_train)
         assert stage.model is None  # nothing was trained

@@ -119,6 +119,7 @@ def deepz_out(workdir):
     return run_example(workdir, "deepz_pipeline", threads=1)
 
 
+@pytest.mark.pipelines
 def test_deepz_pipeline_runs_with_ceci(deepz_out):
     import qp
 
@@ -151,6 +152,7 @@ def comparison_out(workdir):
     return run_example(workdir, "comparison_pipeline", threads=1)
 
 
+@pytest.mark.pipelines
 def test_comparison_pipeline_runs_with_ceci(comparison_out):
     from rail.deepz.comparison import find_algorithms, read_summaries
 
@@ -162,6 +164,7 @@ def test_comparison_pipeline_runs_with_ceci(comparison_out):
         assert np.isfinite(summary["cdeloss_redshift"]), algo
 
 
+@pytest.mark.pipelines
 def test_comparison_numbers_are_recomputed_from_files(comparison_out, workdir, tmp_path):
     """The table comes from the PDF files: it matches a direct recomputation and the evaluator's
     summaries, and changes when a PDF file changes."""
@@ -199,6 +202,7 @@ def test_comparison_numbers_are_recomputed_from_files(comparison_out, workdir, t
     assert changed["knn"]["sigma68"] == pytest.approx(sigma68(shifted, zspec), abs=1e-12)
 
 
+@pytest.mark.pipelines
 def test_comparison_notebook_on_the_pipeline_outputs(comparison_out, workdir, tmp_path):
     """examples/04_Deepz_comparison.ipynb runs on the outputs of the comparison pipeline above."""
     pytest.importorskip("nbclient")

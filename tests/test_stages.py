@@ -10,11 +10,15 @@ from rail.utils.testing_utils import check_stage_params, one_algo
 from rail.deepz import DeepzEstimator, DeepzInformer
 from rail.deepz.model_io import ModelFormatError, load_model
 
-from conftest import TINY
 
 
-def _inform(data, name="inform", **kw):
-    cfg = dict(TINY, hdf5_groupname="", **kw)
+@pytest.fixture()
+def inform(tiny):
+    """Train a tiny model on ``data``: ``inform(data, name, **options)``."""
+    return lambda data, name="inform", **kw: _inform(tiny(hdf5_groupname="", **kw), data, name)
+
+
+def _inform(cfg, data, name):
     stage = DeepzInformer.make_stage(name=name, output_mode="return", **cfg)
     stage.inform(data)
     return stage.get_data("model")
@@ -25,8 +29,8 @@ def _estimate(model, data, name="estimate", **kw):
     return stage.estimate(data).data
 
 
-def test_one_algo_round_trip(in_tmp):
-    train = dict(TINY, hdf5_groupname="photometry", model="deepz_test.npz")
+def test_one_algo_round_trip(tiny, in_tmp):
+    train = tiny(hdf5_groupname="photometry", model="deepz_test.npz")
     estim = dict(hdf5_groupname="photometry", model="deepz_test.npz")
     r1, r2, r3 = one_algo("Deepz", DeepzInformer, DeepzEstimator, train, estim)
     assert r1.npdf == 10
@@ -50,20 +54,20 @@ def test_importable_from_conventional_module_and_discovered():
     assert rail.stages.DeepzEstimator is DeepzEstimator
 
 
-def test_interactive_api(small_train):
+def test_interactive_api(tiny, small_train):
     import rail.interactive as ri
 
     fns = ri.estimation.algos.deepz
-    model = fns.deepz_informer(training_data=small_train, hdf5_groupname="", **TINY)["model"]
+    model = fns.deepz_informer(training_data=small_train, hdf5_groupname="", **tiny())["model"]
     out = fns.deepz_estimator(input_data=small_train, model=model, hdf5_groupname="")["output"]
     assert isinstance(out, qp.Ensemble) and out.npdf == len(small_train["redshift"])
 
 
-def test_output_is_a_normalised_mixture_with_ancil(small_train):
-    model = _inform(small_train)
+def test_output_is_a_normalised_mixture_with_ancil(tiny, inform, small_train):
+    model = inform(small_train)
     ens = _estimate(model, small_train, calculated_point_estimates=["zmean", "zmode", "zmedian"])
     assert ens.gen_func is qp.mixmod.create_gen or isinstance(ens.gen_obj, qp.mixmod_gen) or "mixmod" in str(type(ens.gen_obj))
-    n_members, g = 2, TINY["n_gaussians"]
+    n_members, g = 2, tiny()["n_gaussians"]
     assert ens.objdata["weights"].shape == (1000, n_members * g)
     assert ens.objdata["weights"].dtype == np.float32  # pdf_dtype default
     np.testing.assert_allclose(ens.objdata["weights"].sum(1), 1.0, rtol=1e-6)
@@ -81,17 +85,17 @@ def test_output_is_a_normalised_mixture_with_ancil(small_train):
     assert np.all(at_mode >= pdf_grid.max(1) * (1 - 1e-9))
 
 
-def test_recomputed_point_estimates_do_not_crash(small_train):
-    model = _inform(small_train)
+def test_recomputed_point_estimates_do_not_crash(inform, small_train):
+    model = inform(small_train)
     ens = _estimate(model, small_train, calculated_point_estimates=["zmean", "zmode", "zmedian"],
                     recompute_point_estimates=True)
     w, m = ens.objdata["weights"], ens.objdata["means"]
     np.testing.assert_allclose(np.squeeze(ens.ancil["zmean"]), (w.astype(float) * m).sum(1), rtol=1e-6)
 
 
-def test_same_seed_same_model_and_pdfs(small_train):
-    a, b = _inform(small_train, "a"), _inform(small_train, "b")
-    c = _inform(small_train, "c", **{"seed": 12})
+def test_same_seed_same_model_and_pdfs(inform, small_train):
+    a, b = inform(small_train, "a"), inform(small_train, "b")
+    c = inform(small_train, "c", **{"seed": 12})
     for key in a["arrays"]:
         np.testing.assert_array_equal(a["arrays"][key], b["arrays"][key], err_msg=key)
     assert not np.array_equal(a["arrays"]["net/mdn.net.0.weight"], c["arrays"]["net/mdn.net.0.weight"])
@@ -100,8 +104,8 @@ def test_same_seed_same_model_and_pdfs(small_train):
     np.testing.assert_array_equal(ea.ancil["zmode"], eb.ancil["zmode"])
 
 
-def test_results_independent_of_chunk_and_batch_size(small_train, tmp_path):
-    model = _inform(small_train)
+def test_results_independent_of_chunk_and_batch_size(inform, small_train, tmp_path):
+    model = inform(small_train)
     path = str(tmp_path / "cat.hdf5")
     tables_io.write(dict(photometry=small_train), path)
     outs = []
@@ -115,8 +119,8 @@ def test_results_independent_of_chunk_and_batch_size(small_train, tmp_path):
         np.testing.assert_allclose(outs[0].ancil["zmode"], other.ancil["zmode"], rtol=1e-6, atol=1e-6)
 
 
-def test_model_file_round_trip(small_train, in_tmp):
-    stage = DeepzInformer.make_stage(name="inform_file", model="m.npz", hdf5_groupname="", **TINY)
+def test_model_file_round_trip(tiny, small_train, in_tmp):
+    stage = DeepzInformer.make_stage(name="inform_file", model="m.npz", hdf5_groupname="", **tiny())
     stage.inform(small_train)
     model = load_model("m.npz")
     mem = stage.get_data("model")
@@ -128,32 +132,32 @@ def test_model_file_round_trip(small_train, in_tmp):
     np.testing.assert_array_equal(e1.ancil["zmode"], e2.ancil["zmode"])
 
 
-def test_missing_column_error(small_train):
+def test_missing_column_error(inform, small_train):
     data = dict(small_train)
     del data["mag_g_lsst"]
     with pytest.raises(KeyError, match="mag_g_lsst"):
-        _inform(data)
-    model = _inform(small_train)
+        inform(data)
+    model = inform(small_train)
     with pytest.raises(KeyError, match="mag_g_lsst"):
         _estimate(model, data)
 
 
-def test_missing_redshift_column_error(small_train):
+def test_missing_redshift_column_error(inform, small_train):
     data = dict(small_train)
     del data["redshift"]
     with pytest.raises(KeyError, match="redshift"):
-        _inform(data)
+        inform(data)
 
 
-def test_all_nan_band_error(small_train):
+def test_all_nan_band_error(inform, small_train):
     data = dict(small_train)
     data["mag_y_lsst"] = np.full_like(data["mag_y_lsst"], np.nan)
     with pytest.raises(ValueError, match="mag_y_lsst"):
-        _inform(data)
+        inform(data)
 
 
-def test_all_nan_band_at_estimate_time_gives_flags_not_nans(small_train):
-    model = _inform(small_train)
+def test_all_nan_band_at_estimate_time_gives_flags_not_nans(inform, small_train):
+    model = inform(small_train)
     data = dict(small_train)
     data["mag_y_lsst"] = np.full_like(data["mag_y_lsst"], np.nan)
     data["mag_i_lsst"] = data["mag_i_lsst"].copy()
@@ -165,38 +169,38 @@ def test_all_nan_band_at_estimate_time_gives_flags_not_nans(small_train):
     assert (flags[:5] & 1).all() and not (flags[5:] & 1).any()  # reference band not detected
 
 
-def test_empty_table_error(small_train):
+def test_empty_table_error(inform, small_train):
     empty = {k: v[:0] for k, v in small_train.items()}
     with pytest.raises(ValueError, match="empty"):
-        _inform(empty)
+        inform(empty)
 
 
-def test_bad_options_are_named(small_train):
+def test_bad_options_are_named(inform, small_train):
     with pytest.raises(ValueError, match="epochs_per_step"):
-        _inform(small_train, epochs_per_step=[1])
+        inform(small_train, epochs_per_step=[1])
     with pytest.raises(ValueError, match="device"):
-        _inform(small_train, device="gpu7")
+        inform(small_train, device="gpu7")
     with pytest.raises(ValueError, match="n_folds"):
-        _inform(small_train, n_folds=0)
+        inform(small_train, n_folds=0)
     with pytest.raises(ValueError, match="ref_band"):
-        _inform(small_train, ref_band="mag_q_lsst")
+        inform(small_train, ref_band="mag_q_lsst")
 
 
-def test_band_mismatch_with_model(small_train):
-    model = _inform(small_train)
+def test_band_mismatch_with_model(inform, small_train):
+    model = inform(small_train)
     with pytest.raises(ValueError, match="bands"):
         _estimate(model, small_train, bands=[f"mag_{b}_lsst" for b in "grizy"],
                   err_bands=[f"mag_err_{b}_lsst" for b in "grizy"])
 
 
-def test_wrong_model_files_fail_clearly(small_train, tmp_path):
+def test_wrong_model_files_fail_clearly(inform, small_train, tmp_path):
     with open(tmp_path / "other.pkl", "wb") as f:
         pickle.dump(dict(nnmodel=1), f)
     with pytest.raises(ModelFormatError, match="not a pz-rail-deepz model"):
         _estimate(str(tmp_path / "other.pkl"), small_train)
     with pytest.raises(ModelFormatError, match="not a pz-rail-deepz model"):
         _estimate(dict(kdtree=None), small_train)
-    model = _inform(small_train)
+    model = inform(small_train)
     wrong_version = dict(model, format_version=99)
     with pytest.raises(ModelFormatError, match="format version 99"):
         _estimate(wrong_version, small_train)

@@ -7,13 +7,15 @@ from rail.deepz import DeepzEstimator, DeepzInformer
 from rail.deepz.model_io import load_model, save_model
 from rail.estimation.algos.deepz import DeepzTransferInformer
 
-from conftest import TINY
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-FAST = dict(TINY, hdf5_groupname="", pretrain_epochs_per_step=[2, 1], pretrain_batch_size=128, num_threads=1)
+@pytest.fixture(scope="module")
+def fast(tiny):
+    """The tiny settings with a short pretraining."""
+    return tiny(hdf5_groupname="", pretrain_epochs_per_step=[2, 1], pretrain_batch_size=128, num_threads=1)
 
 
 @pytest.fixture(scope="module")
@@ -23,21 +25,27 @@ def sims(dc2_train):
 
 
 @pytest.fixture(scope="module")
-def pretrained(sims):
-    stage = DeepzInformer.make_stage(name="pre", output_mode="return", phase="pretrain", **FAST)
+def pretrained(fast, sims):
+    stage = DeepzInformer.make_stage(name="pre", output_mode="return", phase="pretrain", **fast)
     stage.inform(sims)
     return stage.get_data("model")
 
 
-def _train(train, name, sims=None, pretrained=None, **kw):
-    stage = DeepzInformer.make_stage(name=name, output_mode="return", **dict(FAST, **kw))
+@pytest.fixture()
+def train_model(fast):
+    """Train (or fine-tune) a model: ``train_model(table, name, sims=None, pretrained=None, **options)``."""
+    return lambda train, name, sims=None, pretrained=None, **kw: _train(dict(fast, **kw), train, name, sims, pretrained)
+
+
+def _train(cfg, train, name, sims, pretrained):
+    stage = DeepzInformer.make_stage(name=name, output_mode="return", **cfg)
     stage.inform(train, sims=sims, pretrained=pretrained)
     return stage.get_data("model")
 
 
-def test_pretrain_then_finetune_changes_weights(small_train, sims, pretrained):
+def test_pretrain_then_finetune_changes_weights(train_model, small_train, sims, pretrained):
     assert pretrained["meta"]["phase"] == "pretrained" and pretrained["meta"]["n_members"] == 1
-    model = _train(small_train, "ft", sims=sims)
+    model = train_model(small_train, "ft", sims=sims)
     assert "phase" not in model["meta"] and model["meta"]["transfer"]["phase"] == "pretrained"
     # the scaler is the pretraining one; every member starts from pretrained network 0 and moves away
     np.testing.assert_array_equal(model["arrays"]["feature_mean"], pretrained["arrays"]["feature_mean"])
@@ -52,70 +60,70 @@ def test_pretrain_then_finetune_changes_weights(small_train, sims, pretrained):
     assert np.isfinite(out.ancil["zmode"]).all()
 
 
-def test_pretrained_model_reuse_from_file(small_train, sims, pretrained, tmp_path):
+def test_pretrained_model_reuse_from_file(train_model, small_train, sims, pretrained, tmp_path):
     path = str(tmp_path / "pre.npz")
     save_model(pretrained, path)
-    a = _train(small_train, "reuse_a", pretrained_model=path)
-    b = _train(small_train, "reuse_b", pretrained=load_model(path))
-    c = _train(small_train, "reuse_c", sims=sims)  # pretrains again with the same seed
+    a = train_model(small_train, "reuse_a", pretrained_model=path)
+    b = train_model(small_train, "reuse_b", pretrained=load_model(path))
+    c = train_model(small_train, "reuse_c", sims=sims)  # pretrains again with the same seed
     for k in a["arrays"]:
         np.testing.assert_array_equal(a["arrays"][k], b["arrays"][k])
         np.testing.assert_allclose(a["arrays"][k], c["arrays"][k], rtol=1e-5, atol=1e-6)
 
 
-def test_freeze_and_l2sp_and_sim_mixing(small_train, sims, pretrained):
-    frozen = _train(small_train, "frz", pretrained=pretrained, freeze=["encoder"], finetune_l2sp=1e-3)
+def test_freeze_and_l2sp_and_sim_mixing(train_model, small_train, sims, pretrained):
+    frozen = train_model(small_train, "frz", pretrained=pretrained, freeze=["encoder"], finetune_l2sp=1e-3)
     enc = [k for k in frozen["arrays"] if k.startswith("net/encoder") and k.endswith("weight")]
     for k in enc:
         got, pre = frozen["arrays"][k].reshape(2, -1), pretrained["arrays"][k].reshape(1, -1)
         for m in range(2):
             np.testing.assert_array_equal(got[m], pre[0])
-    mixed = _train(small_train, "mix", sims=sims, pretrained=pretrained, finetune_sim_fraction=0.3)
+    mixed = train_model(small_train, "mix", sims=sims, pretrained=pretrained, finetune_sim_fraction=0.3)
     assert mixed["meta"]["transfer"]["finetune_sim_fraction"] == 0.3
     with pytest.raises(ValueError, match="finetune_sim_fraction"):
-        _train(small_train, "mix_bad", pretrained=pretrained, finetune_sim_fraction=0.3)
+        train_model(small_train, "mix_bad", pretrained=pretrained, finetune_sim_fraction=0.3)
 
 
-def test_autoencoder_only_on_unlabelled_photometry(small_train):
+def test_autoencoder_only_on_unlabelled_photometry(train_model, small_train):
     unlabelled = {k: v for k, v in small_train.items() if k != "redshift"}
-    ae = _train(unlabelled, "ae", phase="autoencoder")
+    ae = train_model(unlabelled, "ae", phase="autoencoder")
     assert ae["meta"]["phase"] == "autoencoder"
     assert not any(k.startswith("prior/") for k in ae["arrays"])
     with pytest.raises(ValueError, match="autoencoder"):
         DeepzEstimator.make_stage(name="est_ae", model=ae, hdf5_groupname="").open_model(model=ae)
-    model = _train(small_train, "ft_ae", pretrained=ae)
+    model = train_model(small_train, "ft_ae", pretrained=ae)
     k = "net/decoder.net.0.weight"
     assert np.abs(model["arrays"][k] - ae["arrays"][k][0]).mean() < np.abs(ae["arrays"][k]).mean()
 
 
-def test_transfer_seeds_reproduce(small_train, sims):
-    a = _train(small_train, "seed_a", sims=sims, outlier_fraction=0.1)
-    b = _train(small_train, "seed_b", sims=sims, outlier_fraction=0.1)
-    c = _train(small_train, "seed_c", sims=sims, outlier_fraction=0.1, seed=12)
+def test_transfer_seeds_reproduce(train_model, small_train, sims):
+    a = train_model(small_train, "seed_a", sims=sims, outlier_fraction=0.1)
+    b = train_model(small_train, "seed_b", sims=sims, outlier_fraction=0.1)
+    c = train_model(small_train, "seed_c", sims=sims, outlier_fraction=0.1, seed=12)
     for k in a["arrays"]:
         np.testing.assert_array_equal(a["arrays"][k], b["arrays"][k])
     assert not np.array_equal(a["arrays"]["net/mdn.net.0.weight"], c["arrays"]["net/mdn.net.0.weight"])
 
 
-def test_bad_options_are_named(small_train, pretrained):
+def test_bad_options_are_named(train_model, small_train, pretrained):
     with pytest.raises(ValueError, match="freeze"):
-        _train(small_train, "bad1", pretrained=pretrained, freeze=["decoderz"])
+        train_model(small_train, "bad1", pretrained=pretrained, freeze=["decoderz"])
     with pytest.raises(ValueError, match="phase"):
-        _train(small_train, "bad2", phase="nope")
+        train_model(small_train, "bad2", phase="nope")
     bands = ["mag_u_lsst", "mag_g_lsst", "mag_r_lsst", "mag_i_lsst", "mag_z_lsst"]
     with pytest.raises(ValueError, match="pretrained_model"):
-        _train(small_train, "bad3", pretrained=pretrained, bands=bands, err_bands=[b.replace("mag_", "mag_err_") for b in bands])
+        train_model(small_train, "bad3", pretrained=pretrained, bands=bands, err_bands=[b.replace("mag_", "mag_err_") for b in bands])
 
 
-def test_transfer_informer_two_inputs(small_train, sims):
+def test_transfer_informer_two_inputs(fast, small_train, sims):
     assert [t for t, _ in DeepzTransferInformer.inputs] == ["input", "sims"]
-    stage = DeepzTransferInformer.make_stage(name="tr2", output_mode="return", **FAST)
+    stage = DeepzTransferInformer.make_stage(name="tr2", output_mode="return", **fast)
     stage.inform(small_train, sims)
     assert stage.get_data("model")["meta"]["transfer"]["pretrain_n_train"] > 1000
 
 
-def test_no_autoencoder_latent_zero(small_train):
-    model = _train(small_train, "lat0", latent_dim=0)
+def test_no_autoencoder_latent_zero(train_model, small_train):
+    model = train_model(small_train, "lat0", latent_dim=0)
     assert not any(k.startswith("net/encoder") for k in model["arrays"])
     est = DeepzEstimator.make_stage(name="est_lat0", model=model, hdf5_groupname="", output_mode="return")
     assert np.isfinite(est.estimate(small_train).data.ancil["zmode"]).all()

@@ -1,38 +1,14 @@
 """Calibrating ensemble PDFs on held-out folds.
 
-An MDN ensemble is sharp but its linear pool (the mean of the members' PDFs) is not calibrated:
-members that disagree widen the pool beyond what the errors justify, while single members can be
-over- or under-confident. The calibration used here keeps the output a Gaussian mixture and has
-five parameters, two fixed by the user (``recenter``, ``ambiguity``), two fitted (``std_scale``,
-``shift``) and one fitted on request (``weight_power``):
-
-``recenter`` (lambda, 0-1)
-    each member's mixture is shifted by ``-lambda (mean_m - mean_pool)`` before pooling, so
-    members agree on the location and the pool keeps the shape of a single member (a mixture
-    analogue of quantile averaging). Fixed by the user (default 1 for ensembles).
-``std_scale`` (s)
-    every component standard deviation is multiplied by s.
-``weight_power`` (t)
-    component weights within each member become ``w^t / sum(w^t)`` (t > 1 favours the main
-    peak, t < 1 spreads probability to secondary peaks). Fitted only on request
-    (``fit_power``): fitted on single members it settles at t ~ 0.55, which raises secondary
-    peaks of the pooled ensemble and its outlier rate (+10% on held-out DC2 training folds).
-``shift`` (b)
-    every component mean moves by ``b * sigma_k`` (a location correction in units of the
-    component width, which removes a skewed PIT histogram).
-``ambiguity`` (a, 0-1)
-    the pooled PDF of each galaxy is narrowed about its mean (component means and widths scaled
-    by f) so that its variance V drops to V - a A, f = sqrt(max(1 - a A / V, 1/4)), where A is the
-    spread of the members' means around the ensemble mean. The ensemble mean is closer to the
-    truth than a single member by exactly that spread on average (the ambiguity decomposition:
-    mean squared error of the ensemble mean = mean member squared error - A), while ``s``, ``b``
-    are fitted on single members. Needs no redshifts; fixed by the user (default 1 for ensembles,
-    0 in models written before it existed).
-
-``s`` and ``b`` (and ``t``) are fitted on out-of-fold predictions: each training galaxy is predicted by the
-members that did not train on it (its validation fold), pooled with the same recentring, and the
-Cramer-von Mises distance of the PIT values from U(0, 1) is minimised. The test data are never
-used.
+The pooled PDF of an MDN ensemble is sharp but not calibrated. :class:`Calibration` keeps the
+output a Gaussian mixture and has five parameters: ``recenter`` (members shifted toward the
+ensemble mean before pooling) and ``ambiguity`` (each pooled PDF narrowed so its variance drops by
+that fraction of the members' spread, the ambiguity decomposition) are set by the user;
+``std_scale`` (component widths) and ``shift`` (component means moved by ``shift x sigma``) are
+fitted, and ``weight_power`` (component weights ``w^t``, renormalised) only on request.
+:func:`fit_calibration` fits them on out-of-fold predictions by minimising the Cramer-von Mises
+distance of the PIT values from U(0, 1); the test data are never used. The documentation's
+calibration page explains each term.
 """
 
 from __future__ import annotations

@@ -88,12 +88,18 @@ def flux_features_torch(flux, flux_err, missing, ref_index: int):
 
     Parameters
     ----------
-    flux, flux_err : tensors (..., B) in nJy (coadds or augmented fluxes; may be negative)
-    missing : bool tensor (..., B): band without any measurement
-    ref_index : index of the reference band
+    flux, flux_err : torch.Tensor
+        (..., B) fluxes and errors in nJy (coadds or augmented fluxes; may be negative).
+    missing : torch.Tensor
+        (..., B) bool: band without any measurement.
+    ref_index : int
+        Index of the reference band.
 
-    Returns ``(features (..., 2B+1), ratios (..., B), ratio_err (..., B), bad_ref (...))`` with the
-    same definitions as :func:`flux_features` (detections and measured non-detections alike).
+    Returns
+    -------
+    tuple of torch.Tensor
+        Features (..., 2B+1), ratios (..., B), ratio errors (..., B) and bad_ref (...), defined as
+        in :func:`flux_features` (detections and measured non-detections alike).
     """
     import torch  # pylint: disable=import-outside-toplevel
 

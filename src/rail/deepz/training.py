@@ -61,8 +61,8 @@ class TrainConfig:
 
     ``learning_rates[i]`` is used for ``epochs_per_step[i]`` epochs (paper: 1e-3 for 100 epochs,
     then 1e-4, 1e-5, 1e-6 for 200 each). ``ae_weight`` multiplies the autoencoder reconstruction
-    loss (0 = redshift loss only). ``flux_noise`` > 0 resamples the input fluxes from their errors
-    (times ``flux_noise``) in every batch.
+    loss (0 = redshift loss only); ``batch_size`` galaxies per member and step; ``seed`` seeds
+    every member's batch order and dropout (with the member's index).
     """
 
     learning_rates: list[float] = field(default_factory=lambda: [1e-3, 1e-4, 1e-5])
