@@ -69,6 +69,7 @@ def photometry_meta(opts: Any) -> dict:
         mag_limits={b: float(opts.mag_limits[b]) for b in opts.bands},
         nondetect_val=float(opts.nondetect_val),
         nonobserved_val=float(opts.nonobserved_val),
+        photometry=opts.photometry,
     )
 
 

@@ -165,7 +165,8 @@ class DeepzPredictor:
         """Fluxes of a table's rows with the model's bands and bad-value rules (:mod:`rail.deepz.inputs`)."""
         return read_model_photometry(table, self.bands, err_bands, dict(zip(self.bands, self.limits)),
                                      self.meta["nondetect_val"], self.meta["nonobserved_val"],
-                                     exposures=self.meta.get("inputs") == "exposures")
+                                     exposures=self.meta.get("inputs") == "exposures",
+                                     photometry=self.meta.get("photometry", "magnitudes"))
 
     @torch.inference_mode()
     def mixtures(self, x: np.ndarray, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -5,26 +5,17 @@ Simulation, training and estimation all read their inputs here: magnitude and er
 inverse-variance coadds, and the coadd flux columns ``flux_{band}`` of simulated catalogues.
 Fluxes are in nJy. numpy only (coadds also accept torch tensors).
 
-Rules for bad values (per galaxy and band), applied before anything reaches a network:
-
-=====================================  ==========================================================
-magnitude value                        treatment
-=====================================  ==========================================================
-finite, below ``NONDETECT_THRESHOLD``  detection: flux = 10^(-0.4 (m - 31.4)) nJy,
-                                       flux error = flux * ln(10)/2.5 * mag_err
-``nondetect_val`` (99), +inf, >= 90    non-detection: flux = 0, flux error = the flux of the
-                                       band's ``mag_limits`` entry (a 1-sigma upper limit)
-NaN, -inf, ``nonobserved_val`` (-99)   missing: flux = 0, flagged missing; the band carries no
-                                       information
-=====================================  ==========================================================
-
-Invalid values become missing (and set ``invalid``): magnitudes above ``MAX_MAGNITUDE`` (e.g. 1e30)
-or below ``MIN_MAGNITUDE`` (other than ``nonobserved_val``), and entries of text/object columns
-that are not numbers. An error that is NaN, infinite, negative or zero for a detection is replaced
-by the error a galaxy at the band's limit would have and sets ``bad_err``. Sentinel values are
-matched to float32 precision. A text column with no number at all, a boolean, complex or date
-column, a column that appears twice, or a missing column is an error, raised before any row is
-processed.
+The ``bands`` columns hold AB magnitudes or fluxes in nJy (``photometry``). A value equal to
+``nondetect_val`` is a non-detection (flux 0, error = the flux of the band's ``mag_limits`` entry)
+and one equal to ``nonobserved_val`` is unobserved (missing), whatever the values: NaN matches NaN
+(RAIL's catalog tags use NaN / +inf), finite values match to float32 precision. Other values of a
+magnitude column: finite below ``NONDETECT_THRESHOLD`` is a detection, +inf and 90-1000 are
+non-detections, NaN and -inf are missing, beyond ``MAX_MAGNITUDE`` / below ``MIN_MAGNITUDE`` or text
+that is not a number is invalid (treated as missing). In a flux column every finite value is a
+measurement, negative and zero ones included. An unusable error of a detection is replaced by the
+limit error (``bad_err``). A missing column, a column with no number at all, a boolean, complex or
+date column, or a column that appears twice is an error, raised before any row is processed. The
+documentation's inputs page has the full table.
 
 Exposure layout (all fluxes in nJy), for band key ``b`` (the magnitude column name without its
 ``mag_`` prefix, e.g. ``u_lsst``) and exposure slot ``k``: ``flux_{b}_exp{k}``,
@@ -39,7 +30,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .options import USE_EXPOSURES, check_band_lists
+from .options import PHOTOMETRY_KINDS, USE_EXPOSURES, check_band_lists
+from .schema import check_choice
 
 __all__ = [
     "AB_ZEROPOINT_NJY",
@@ -51,6 +43,7 @@ __all__ = [
     "FluxTable",
     "read_column",
     "magnitudes_to_fluxes",
+    "flux_columns_to_photometry",
     "read_photometry",
     "band_key",
     "exposure_column_names",
@@ -149,9 +142,42 @@ def read_column(data: Mapping, col: str) -> np.ndarray:
     return _as_float_column(data, col)[0]
 
 
-def _is_value(x: np.ndarray, value: float) -> np.ndarray:
-    """x == value to float32 precision (float32 and float64 columns match the same sentinel)."""
-    return np.abs(x - value) <= 1e-6 * max(1.0, abs(value))
+def _matches(x: np.ndarray, value: float) -> np.ndarray:
+    """Where ``x`` equals the sentinel ``value``: NaN matches NaN, +-inf match themselves, finite
+    values match to float32 precision (float32 and float64 columns match the same sentinel)."""
+    value = float(value)
+    if np.isnan(value):
+        return np.isnan(x)
+    if np.isinf(value):
+        return x == value
+    with np.errstate(invalid="ignore"):
+        return np.abs(x - value) <= 1e-6 * max(1.0, abs(value))
+
+
+def _sentinels(values: np.ndarray, nondetect_val: float, nonobserved_val: float) -> tuple[np.ndarray, ...]:
+    """(non-detection, unobserved, other) masks: a value equal to a sentinel means what the sentinel says."""
+    nondetect = _matches(values, nondetect_val)
+    unobserved = _matches(values, nonobserved_val) & ~nondetect
+    return nondetect, unobserved, ~(nondetect | unobserved)
+
+
+def _photometry(flux: np.ndarray, err: np.ndarray, detected: np.ndarray, nondetect: np.ndarray,
+                missing: np.ndarray, invalid: np.ndarray, limit_flux: np.ndarray) -> Photometry:
+    """Photometry from measured fluxes and errors and the per-band masks; bad errors get the limit error."""
+    status = np.full(flux.shape, STATUS_OK, dtype=np.int8)
+    status[nondetect] = STATUS_NONDETECT
+    status[missing] = STATUS_MISSING
+    flux = np.where(detected, flux, 0.0)
+    with np.errstate(invalid="ignore"):
+        err = np.where(detected, err, limit_flux)
+        bad_err = detected & (~np.isfinite(err) | ~(err > 0))
+    err = np.where(bad_err | missing, limit_flux, err)
+    return Photometry(flux=flux, flux_err=err, status=status, invalid=invalid, bad_err=bad_err)
+
+
+def _limit_flux(limits: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Fluxes [nJy] of the limiting magnitudes (B,), broadcast to ``shape``."""
+    return np.broadcast_to(10.0 ** (-0.4 * (np.asarray(limits, dtype=np.float64) - AB_ZEROPOINT_NJY)), shape)
 
 
 def magnitudes_to_fluxes(
@@ -164,30 +190,44 @@ def magnitudes_to_fluxes(
     """Convert AB magnitudes (N, B) and errors (N, B) to fluxes in nJy, applying the bad-value rules.
 
     ``limits`` (B,) are the 1-sigma limiting magnitudes used as the error of non-detections.
+    A value equal to ``nondetect_val`` is a non-detection and one equal to ``nonobserved_val`` is
+    unobserved, whatever the values (NaN and +-inf included); other values follow the default rules.
     """
     mags = np.asarray(mags, dtype=np.float64)
     errs = np.asarray(mag_errs, dtype=np.float64)
-    limit_flux = 10.0 ** (-0.4 * (np.asarray(limits, dtype=np.float64) - AB_ZEROPOINT_NJY))
-    limit_flux = np.broadcast_to(limit_flux, mags.shape)
-
+    nondetect, unobserved, other = _sentinels(mags, nondetect_val, nonobserved_val)
     with np.errstate(invalid="ignore"):
-        unobserved = _is_value(mags, nonobserved_val)
-        nondetect = _is_value(mags, nondetect_val) | (mags == np.inf)
-        nondetect |= (mags >= NONDETECT_THRESHOLD) & (mags <= MAX_MAGNITUDE)
-        invalid = np.isfinite(mags) & ((mags > MAX_MAGNITUDE) | (mags < MIN_MAGNITUDE)) & ~nondetect & ~unobserved
-    missing = (np.isnan(mags) | (mags == -np.inf) | unobserved | invalid) & ~nondetect
+        nondetect |= other & ((mags == np.inf) | ((mags >= NONDETECT_THRESHOLD) & (mags <= MAX_MAGNITUDE)))
+        invalid = other & np.isfinite(mags) & ((mags > MAX_MAGNITUDE) | (mags < MIN_MAGNITUDE))
+    missing = unobserved | (other & (np.isnan(mags) | (mags == -np.inf))) | invalid
     detected = ~(missing | nondetect)
-
-    status = np.full(mags.shape, STATUS_OK, dtype=np.int8)
-    status[nondetect] = STATUS_NONDETECT
-    status[missing] = STATUS_MISSING
-
     with np.errstate(over="ignore", invalid="ignore"):
-        flux = np.where(detected, 10.0 ** (-0.4 * (np.where(detected, mags, 0.0) - AB_ZEROPOINT_NJY)), 0.0)
-        err = np.where(detected, flux * (np.log(10.0) / 2.5) * errs, limit_flux)
-        bad_err = detected & (~np.isfinite(err) | ~(err > 0))
-    err = np.where(bad_err | missing, limit_flux, err)
-    return Photometry(flux=flux, flux_err=err, status=status, invalid=invalid, bad_err=bad_err)
+        flux = 10.0 ** (-0.4 * (np.where(detected, mags, 0.0) - AB_ZEROPOINT_NJY))
+        err = flux * (np.log(10.0) / 2.5) * errs
+    return _photometry(flux, err, detected, nondetect, missing, invalid, _limit_flux(limits, mags.shape))
+
+
+def flux_columns_to_photometry(
+    fluxes: np.ndarray,
+    flux_errs: np.ndarray,
+    limits: np.ndarray,
+    nondetect_val: float = 99.0,
+    nonobserved_val: float = -99.0,
+) -> Photometry:
+    """Fluxes (N, B) and flux errors (N, B) in nJy, with the bad-value rules of flux catalogues.
+
+    Every finite flux is a measurement, negative and zero ones included. A value equal to
+    ``nondetect_val`` is a non-detection (flux 0, error = the flux of the band's limit ``limits``
+    (B,) [AB]) and one equal to ``nonobserved_val`` is unobserved; other NaNs are missing and other
+    infinite values invalid (treated as missing).
+    """
+    fluxes = np.asarray(fluxes, dtype=np.float64)
+    errs = np.asarray(flux_errs, dtype=np.float64)
+    nondetect, unobserved, other = _sentinels(fluxes, nondetect_val, nonobserved_val)
+    invalid = other & np.isinf(fluxes)
+    missing = unobserved | (other & np.isnan(fluxes)) | invalid
+    detected = ~(missing | nondetect)
+    return _photometry(fluxes, errs, detected, nondetect, missing, invalid, _limit_flux(limits, fluxes.shape))
 
 
 def read_photometry(
@@ -197,8 +237,12 @@ def read_photometry(
     mag_limits: Mapping[str, float],
     nondetect_val: float = 99.0,
     nonobserved_val: float = -99.0,
+    photometry: str = "magnitudes",
 ) -> Photometry:
-    """Read magnitude columns ``bands`` and error columns ``err_bands`` of a table into fluxes.
+    """Read the columns ``bands`` and error columns ``err_bands`` of a table into fluxes.
+
+    ``photometry``: the columns hold AB magnitudes (``"magnitudes"``, :func:`magnitudes_to_fluxes`)
+    or fluxes in nJy (``"fluxes"``, :func:`flux_columns_to_photometry`).
 
     Raises ``KeyError`` naming a missing column, ``ValueError`` for an empty table, mismatched
     band lists, a band without a ``mag_limits`` entry, or a band with no usable value at all.
@@ -223,7 +267,9 @@ def read_photometry(
     if mags.shape[0] == 0:
         raise ValueError("the input table is empty (0 rows)")
     limits = np.array([float(mag_limits[b]) for b in bands])
-    phot = magnitudes_to_fluxes(mags, errs, limits, nondetect_val, nonobserved_val)
+    check_choice("photometry", photometry, PHOTOMETRY_KINDS)
+    convert = magnitudes_to_fluxes if photometry == "magnitudes" else flux_columns_to_photometry
+    phot = convert(mags, errs, limits, nondetect_val, nonobserved_val)
     text_bad = [bad for _, bad in mag_cols]
     if any(b is not None for b in text_bad):  # text that is not a number: missing and invalid
         assert phot.invalid is not None
@@ -360,12 +406,13 @@ def has_exposures(table: Mapping, bands: Sequence[str]) -> bool:
 
 
 def read_flux_table(table: Mapping, bands: Sequence[str], err_bands: Sequence[str], mag_limits: Mapping[str, float],
-                    nondetect_val: float, nonobserved_val: float, use_exposures: bool) -> tuple[FluxTable, Photometry]:
+                    nondetect_val: float, nonobserved_val: float, use_exposures: bool,
+                    photometry: str = "magnitudes") -> tuple[FluxTable, Photometry]:
     """Fluxes of a table for training, and the photometry its features are computed from.
 
     With ``use_exposures`` the individual exposures (the photometry is their full coadd); otherwise
-    the magnitude columns, with the rules of :func:`magnitudes_to_fluxes` (non-detections: flux 0,
-    error = limit flux, counted as measured in the flux table).
+    the ``bands`` columns (``photometry``: magnitudes or fluxes, see :func:`read_photometry`;
+    non-detections: flux 0, error = limit flux, counted as measured in the flux table).
     """
     if use_exposures:
         keys = [band_key(b) for b in bands]
@@ -377,7 +424,7 @@ def read_flux_table(table: Mapping, bands: Sequence[str], err_bands: Sequence[st
         missing = ~(np.isfinite(flux) & np.isfinite(err) & (err > 0)).any(axis=-1)
         fluxes = FluxTable(flux, err, missing, True)
         return fluxes, fluxes.coadd()
-    phot = read_photometry(table, bands, err_bands, mag_limits, nondetect_val, nonobserved_val)
+    phot = read_photometry(table, bands, err_bands, mag_limits, nondetect_val, nonobserved_val, photometry)
     return FluxTable(phot.flux, phot.flux_err, phot.status == STATUS_MISSING, False), phot
 
 
@@ -404,12 +451,13 @@ def uses_exposures(table: Mapping, bands: Sequence[str], use_exposures: str) -> 
 
 def read_model_photometry(table: Mapping, bands: Sequence[str], err_bands: Sequence[str],
                           mag_limits: Mapping[str, float], nondetect_val: float, nonobserved_val: float,
-                          exposures: bool) -> Photometry:
+                          exposures: bool, photometry: str = "magnitudes") -> Photometry:
     """Fluxes of a table's rows as a trained model reads them at estimation time.
 
     A model trained on individual exposures (``exposures``) reads the inverse-variance coadd of all
     exposures when the table has them, else the coadd flux columns ``flux_{band}``/``flux_err_{band}``
-    when present, else the magnitudes; other models read the magnitudes.
+    when present, else the ``bands`` columns; other models read the ``bands`` columns, which hold
+    magnitudes or fluxes (``photometry``).
     """
     if exposures:
         keys = [band_key(b) for b in bands]
@@ -417,4 +465,4 @@ def read_model_photometry(table: Mapping, bands: Sequence[str], err_bands: Seque
             return exposure_photometry(*unpack_exposures(table, keys))
         if all(f"flux_{k}" in table and f"flux_err_{k}" in table for k in keys):
             return _coadd_columns(table, keys)
-    return read_photometry(table, bands, err_bands, mag_limits, nondetect_val, nonobserved_val)
+    return read_photometry(table, bands, err_bands, mag_limits, nondetect_val, nonobserved_val, photometry)

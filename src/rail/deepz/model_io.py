@@ -50,8 +50,9 @@ __all__ = [
 ]
 
 FORMAT = "pz-rail-deepz-model"
-FORMAT_VERSION = 2  # 2: calibration 'ambiguity' (absent in 1, read as 0)
-READABLE_VERSIONS = (1, 2)
+# 2: calibration 'ambiguity' (absent in 1, read as 0); 3: meta 'photometry' (absent before: magnitudes)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 _META_KEY = "__meta__"
 
 

@@ -14,6 +14,7 @@ from .schema import Option, OptionError, Rule, build_options, closest, options_d
 
 __all__ = [
     "PHASES",
+    "PHOTOMETRY_KINDS",
     "USE_EXPOSURES",
     "COADD_MODES",
     "NETWORK_PARTS",
@@ -29,6 +30,7 @@ __all__ = [
 ]
 
 PHASES = ("full", "pretrain", "autoencoder")
+PHOTOMETRY_KINDS = ("magnitudes", "fluxes")
 USE_EXPOSURES = ("auto", "yes", "no")
 COADD_MODES = ("force_one", "drop")
 NETWORK_PARTS = ("encoder", "decoder", "mdn")
@@ -51,6 +53,11 @@ _SHARED = [
            "1-sigma limiting magnitude per band (error of non-detections)", shared=True),
     Option("redshift_col", "str", "redshift", "column of the true redshift", shared=True),
 ]
+
+# what the band columns hold (an informer option; the model remembers it for estimation)
+_PHOTOMETRY = Option("photometry", "str", "magnitudes", "what the bands / err_bands columns hold: AB magnitudes "
+                     "and their errors, or fluxes and flux errors in nJy (negative and zero fluxes are kept)",
+                     choices=PHOTOMETRY_KINDS)
 _SHARED_BY_NAME = {o.name: o for o in _SHARED}
 
 _NETWORK = [
@@ -140,7 +147,7 @@ _CHECKPOINTS = [
 ]
 
 #: every DeepzInformer option (RAIL shared parameters first)
-INFORM_OPTIONS: list[Option] = _SHARED + _NETWORK + _TRAINING + _TRANSFER + _AUGMENTATION + _CHECKPOINTS
+INFORM_OPTIONS: list[Option] = _SHARED + [_PHOTOMETRY] + _NETWORK + _TRAINING + _TRANSFER + _AUGMENTATION + _CHECKPOINTS
 
 #: every DeepzEstimator option (RAIL shared parameters first)
 ESTIMATE_OPTIONS: list[Option] = [
@@ -194,6 +201,13 @@ def _bands_rule(v: Mapping[str, Any]) -> None:
     check_band_lists(v["bands"], v["err_bands"], v.get("ref_band"), v.get("mag_limits"))
 
 
+def _sentinels_rule(v: Mapping[str, Any]) -> None:
+    a, b = float(v["nondetect_val"]), float(v["nonobserved_val"])
+    if a == b or (a != a and b != b):  # equal, or both NaN
+        raise OptionError(f"options 'nondetect_val' and 'nonobserved_val' are both {a!r}: a value cannot mean "
+                          "both a non-detection and an unobserved band")
+
+
 def _schedule_rule(lrs: str, eps: str, may_be_empty: bool = False) -> Rule:
     """Learning rates and epochs: lists of the same length with at least one epoch (or both empty)."""
     def rule(v: Mapping[str, Any]) -> None:
@@ -208,6 +222,7 @@ def _schedule_rule(lrs: str, eps: str, may_be_empty: bool = False) -> Rule:
 
 INFORM_RULES: list[Rule] = [
     _bands_rule,
+    _sentinels_rule,
     _schedule_rule("learning_rates", "epochs_per_step"),
     _schedule_rule("pretrain_learning_rates", "pretrain_epochs_per_step"),
     _schedule_rule("finetune_learning_rates", "finetune_epochs_per_step", may_be_empty=True),

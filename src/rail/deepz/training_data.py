@@ -47,7 +47,7 @@ def prepare_training_data(table: Mapping, opts: Any, need_redshift: bool = True)
         raise ValueError(f"option 'ref_band' ({opts.ref_band!r}) must be one of 'bands' {opts.bands}")
     exposures = uses_exposures(table, opts.bands, opts.use_exposures)
     fluxes, phot = read_flux_table(table, opts.bands, opts.err_bands, opts.mag_limits, opts.nondetect_val,
-                                   opts.nonobserved_val, use_exposures=exposures)
+                                   opts.nonobserved_val, use_exposures=exposures, photometry=opts.photometry)
     for j, band in enumerate(opts.bands):
         if not (phot.status[:, j] == STATUS_OK).any():
             raise ValueError(
