@@ -3,6 +3,7 @@ uninterrupted run; stale checkpoints of another configuration are ignored; check
 removed once the model is saved."""
 
 import os
+import stat
 
 import numpy as np
 import pytest
@@ -175,3 +176,17 @@ def test_checkpoint_interval_saves_less_often_same_result(inform, tmp_path, data
     model = inform(tmp_path, data, checkpoint_interval=3600.0)
     assert saves["count"]["train"] == 1  # the first epoch only, then not due again
     _assert_same(model, inform(tmp_path / "ref", data, checkpoint_dir="none"))
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_checkpoint_files_follow_the_umask(tmp_path, mask):
+    """Checkpoints get 0o666 & ~umask like any other output, not mkstemp's owner-only 0600."""
+    import torch
+
+    old = os.umask(mask)
+    try:
+        cp = ckpt_mod.EpochCheckpoint(str(tmp_path / "x.ckpt"))
+        cp.save("fp1", dict(a=torch.arange(3), info="{}"))
+        assert stat.S_IMODE(os.stat(tmp_path / "x.ckpt").st_mode) == 0o666 & ~mask
+    finally:
+        os.umask(old)

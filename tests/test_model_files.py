@@ -4,6 +4,7 @@ for truncated / tampered / foreign files, atomic writes."""
 import json
 import os
 import pickle
+import stat
 import zipfile
 
 import numpy as np
@@ -202,3 +203,36 @@ def test_format_version_1_models_are_read_without_the_ambiguity_narrowing():
     assert validate_model(old) is old
     assert "ambiguity" not in old["meta"]["calibration"]
     assert Calibration(**old["meta"]["calibration"]).ambiguity == 0.0
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test, restore it afterwards."""
+    old = os.umask(0o022)
+    os.umask(old)
+    yield os.umask
+    os.umask(old)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
+def test_model_files_follow_the_umask(tmp_path, umask, mask):
+    """Model files get 0o666 & ~umask like any other output, not mkstemp's owner-only 0600."""
+    umask(mask)
+    path = tmp_path / "m.npz"
+    save_model(_model(), str(path))
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~mask
+    save_model(_model(), str(path))  # overwriting too
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~mask
+    assert os.listdir(tmp_path) == ["m.npz"]
+
+
+def test_umask_is_read_without_proc(monkeypatch, umask):
+    """Where /proc/self/status is missing the umask is read by setting and restoring it."""
+    def no_proc(*args, **kwargs):
+        raise FileNotFoundError("/proc/self/status")
+
+    umask(0o027)
+    assert model_io.current_umask() == 0o027
+    monkeypatch.setattr(model_io, "open", no_proc, raising=False)
+    assert model_io.current_umask() == 0o027
+    assert os.umask(0o027) == 0o027  # restored

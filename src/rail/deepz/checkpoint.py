@@ -25,13 +25,14 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, is_dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
+
+from .model_io import mkstemp_for_output
 
 __all__ = ["CHECKPOINT_VERSION", "EpochCheckpoint", "CheckpointStore", "EpochResumer", "fingerprint", "TrainingState"]
 
@@ -167,7 +168,7 @@ class EpochCheckpoint:
         """Write ``state`` atomically (temporary file in the same folder, fsync, rename)."""
         folder = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".ckpt_", suffix=".tmp", dir=folder)
+        fd, tmp = mkstemp_for_output(folder, ".ckpt_")  # mode 0o666 & ~umask, not mkstemp's 0600
         try:
             with os.fdopen(fd, "wb") as f:
                 torch.save(dict(state, version=CHECKPOINT_VERSION, fingerprint=fp), f)

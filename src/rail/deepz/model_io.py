@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 import zipfile
 from typing import Any
 
@@ -125,6 +126,47 @@ def validate_model(model: Any, source: str = "model") -> dict:
     return model
 
 
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask (read on every call: a program may change it after import)."""
+    try:  # Linux >= 4.7 reports it without changing it
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    # Elsewhere the umask can only be read by setting it. The temporary value is restrictive (0o077, not 0),
+    # so a file another thread creates in between is never more open than intended, and it is restored at
+    # once; the lock keeps two of these calls from restoring each other's temporary value.
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
+
+
+def mkstemp_for_output(folder: str, prefix: str, suffix: str = ".tmp") -> tuple[int, str]:
+    """``tempfile.mkstemp`` in ``folder``, with the mode of any other output file (``0o666 & ~umask``).
+
+    mkstemp creates owner-only (0600) files; the atomic writers rename them to the final name, so
+    without this model files and checkpoints would not be readable by the group like the other outputs.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
+    try:
+        mode = 0o666 & ~current_umask()
+        if hasattr(os, "fchmod"):  # POSIX: on the open file itself
+            os.fchmod(fd, mode)
+        else:
+            os.chmod(tmp, mode)
+    except BaseException:
+        os.close(fd)
+        os.remove(tmp)
+        raise
+    return fd, tmp
+
+
 def save_model(model: dict, path: str) -> None:
     """Write a model dict to ``path`` atomically (temporary file in the same folder, then rename)."""
     validate_model(model)
@@ -140,7 +182,7 @@ def save_model(model: dict, path: str) -> None:
     meta_bytes = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".deepz_model_", suffix=".tmp", dir=folder)
+    fd, tmp = mkstemp_for_output(folder, ".deepz_model_")  # mode 0o666 & ~umask, not mkstemp's 0600
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, allow_pickle=False, **{_META_KEY: meta_bytes}, **arrays)

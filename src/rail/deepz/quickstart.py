@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import time
+from typing import Any
 
 import numpy as np
 import tables_io
@@ -27,33 +28,62 @@ RAIL_METRICS = ["pit", "cdeloss", "point_stats_sigma68", "point_outlier_frac_015
                 "point_bias", "point_outlier_rate"]
 
 
-def _parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m rail.deepz.quickstart", description=__doc__.split("\n\n")[0])
-    p.add_argument("--output-dir", default="deepz_quickstart", help="where the model, PDFs and scores go")
-    p.add_argument("--train", default=None, help="training table (default: pz-rail-base DC2 training file)")
-    p.add_argument("--test", default=None, help="test table (default: pz-rail-base DC2 validation file)")
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m rail.deepz.quickstart", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--output-dir", default="deepz_quickstart",
+                   help="folder for the simulations, model, PDFs and scores (created if missing)")
+    p.add_argument("--train", default=None, help="training table, HDF5; None: pz-rail-base's DC2 training file")
+    p.add_argument("--test", default=None, help="test table, HDF5; None: pz-rail-base's DC2 validation file")
     p.add_argument("--sims", type=int, default=50_000, help="simulated galaxies for pretraining (0: no pretraining)")
-    p.add_argument("--seed", type=int, default=87)
-    p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:N'")
+    p.add_argument("--seed", type=int, default=87, help="seed of the simulation and the training")
+    p.add_argument("--device", default="auto", help="torch device: 'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:N'")
     p.add_argument("--num-threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.add_argument("--inform-config", default="{}", help="JSON dict of extra DeepzInformer options")
-    return p.parse_args(argv)
+    return p
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """Run inform -> estimate -> evaluate and print the scores; returns them."""
-    # imported here so that `--help` is instant
-    from rail.creation.engines.deepz_sims import DeepzSimCreator
-    from rail.estimation.algos.deepz import DeepzEstimator, DeepzInformer
-    from rail.evaluation.deepz_evaluator import DeepzEvaluator
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    return _parser().parse_args(argv)
 
-    args = _parse(argv)
-    os.makedirs(args.output_dir, exist_ok=True)
+
+def _input_problem(option: str, path: str) -> str | None:
+    """Why ``path`` (given as ``option``) cannot be read, or None."""
+    if not os.path.exists(path):
+        return f"{option}: file '{path}' does not exist"
+    if not os.path.isfile(path):
+        return f"{option}: '{path}' is not a file"
+    if not os.access(path, os.R_OK):
+        return f"{option}: file '{path}' is not readable (permission denied)"
+    return None
+
+
+def _checked_arguments(argv: list[str] | None) -> tuple[argparse.Namespace, str, str, dict]:
+    """The arguments, the input paths and the extra informer options; a bad one exits with its name.
+
+    Checked before anything is created: a typo must not leave an empty output folder behind.
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
     train_path = args.train or find_rail_file(TRAIN_FILE)
     test_path = args.test or find_rail_file(TEST_FILE)
-    model_path = os.path.join(args.output_dir, "deepz_model.npz")
-    pdf_path = os.path.join(args.output_dir, "deepz_pdfs.hdf5")
-    common = dict(hdf5_groupname="photometry", device=args.device, num_threads=args.num_threads)
+    for option, path in (("--train", train_path), ("--test", test_path)):
+        problem = _input_problem(option, path)
+        if problem:
+            parser.error(problem)
+    try:
+        inform_config = json.loads(args.inform_config)
+    except json.JSONDecodeError as exc:
+        parser.error(f"--inform-config: not valid JSON ({exc}): {args.inform_config!r}")
+    if not isinstance(inform_config, dict):
+        parser.error(f"--inform-config: a JSON dict is needed, got {args.inform_config!r}")
+    return args, train_path, test_path, inform_config
+
+
+def _inform(args: argparse.Namespace, train_path: str, inform_config: dict, model_path: str, common: dict) -> float:
+    """Simulate (unless ``--sims 0``), pretrain and fine-tune, write the model; returns the seconds taken."""
+    from rail.creation.engines.deepz_sims import DeepzSimCreator
+    from rail.estimation.algos.deepz import DeepzInformer
 
     t0 = time.time()
     sims = None
@@ -65,34 +95,28 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"[1/3] inform: {'pretraining on the simulations, then fine-tuning' if sims else 'training'} "
           f"Deepz on {train_path}", flush=True)
     informer = DeepzInformer.make_stage(name="inform_deepz", model=model_path, seed=args.seed,
-                                        **common, **json.loads(args.inform_config))
+                                        **common, **inform_config)
     informer.inform(tables_io.read(train_path), sims=sims)
-    t_inform = time.time() - t0
+    return time.time() - t0
 
-    print(f"[2/3] estimate: PDFs for {test_path}", flush=True)
-    t0 = time.time()
-    estimator = DeepzEstimator.make_stage(name="estimate_deepz", model=model_path, output=pdf_path,
-                                          chunk_size=100_000, **common)
-    ens = estimator.estimate(TableHandle("test", path=test_path)).data
-    t_estimate = time.time() - t0
 
-    print("[3/3] evaluate: RAIL evaluator (DeepzEvaluator) and photoz_scores", flush=True)
-    ztrue = np.asarray(tables_io.read(test_path)["photometry"]["redshift"], dtype=float)
+def _evaluate(output_dir: str, pdfs: Any, test_path: str) -> dict[str, float]:
+    """RAIL's evaluator (DeepzEvaluator) on the PDF handle: its summary, metric name -> value."""
+    from rail.evaluation.deepz_evaluator import DeepzEvaluator
+
     evaluator = DeepzEvaluator.make_stage(
         name="evaluate_deepz", metrics=RAIL_METRICS, point_estimates=["zmode"],
         truth_point_estimates=["redshift"], hdf5_groupname="photometry", chunk_size=2000,
-        output=os.path.join(args.output_dir, "deepz_eval.hdf5"),
-        summary=os.path.join(args.output_dir, "deepz_eval_summary.hdf5"),
-        single_distribution_summary=os.path.join(args.output_dir, "deepz_eval_pit.hdf5"),
+        output=os.path.join(output_dir, "deepz_eval.hdf5"),
+        summary=os.path.join(output_dir, "deepz_eval_summary.hdf5"),
+        single_distribution_summary=os.path.join(output_dir, "deepz_eval_pit.hdf5"),
     )
-    summary = evaluator.evaluate(estimator.get_handle("output"), TableHandle("truth", path=test_path))["summary"]()
-    rail_summary = {k: float(np.squeeze(v)) for k, v in summary.items()}
-    scores = photoz_scores(ens, ztrue)
-    scores.update(inform_seconds=t_inform, estimate_seconds=t_estimate,
-                  galaxies_per_second=len(ztrue) / t_estimate, rail_evaluator=rail_summary)
-    with open(os.path.join(args.output_dir, "scores.json"), "w") as f:
-        json.dump(scores, f, indent=2)
+    summary = evaluator.evaluate(pdfs, TableHandle("truth", path=test_path))["summary"]()
+    return {k: float(np.squeeze(v)) for k, v in summary.items()}
 
+
+def _print_scores(scores: dict, rail_summary: dict[str, float]) -> None:
+    """The table of scores: photoz_scores next to RAIL's evaluator."""
     rows = [
         ("sigma68", scores["sigma68"], rail_summary.get("point_stats_sigma68_zmode_redshift")),
         ("|dz|/(1+z) > 0.15 outliers", scores["outlier_frac"], rail_summary.get("point_outlier_frac_015_zmode_redshift")),
@@ -104,13 +128,42 @@ def main(argv: list[str] | None = None) -> dict:
         ("PIT AD", scores["pit_ad"], None),
         ("CDE loss (grid 0-3 | RAIL: 0-2.5)", scores["cde_loss"], rail_summary.get("cdeloss_redshift")),
     ]
-    print(f"\nDeepz on {len(ztrue)} galaxies (simulate + inform {t_inform:.0f} s, estimate {t_estimate:.1f} s, "
-          f"{scores['galaxies_per_second']:,.0f} galaxies/s)")
+    print(f"\nDeepz on {scores['n']} galaxies (simulate + inform {scores['inform_seconds']:.0f} s, estimate "
+          f"{scores['estimate_seconds']:.1f} s, {scores['galaxies_per_second']:,.0f} galaxies/s)")
     print(f"{'metric':34s} {'photoz_scores':>14s} {'RAIL evaluator':>15s}")
     for name, ours, rails in rows:
         a = "" if ours is None else f"{ours:.4f}"
         b = "" if rails is None else f"{rails:.4f}"
         print(f"{name:34s} {a:>14s} {b:>15s}")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run inform -> estimate -> evaluate and print the scores; returns them."""
+    from rail.estimation.algos.deepz import DeepzEstimator  # imported here so that `--help` is instant
+
+    args, train_path, test_path, inform_config = _checked_arguments(argv)
+    os.makedirs(args.output_dir, exist_ok=True)
+    model_path = os.path.join(args.output_dir, "deepz_model.npz")
+    pdf_path = os.path.join(args.output_dir, "deepz_pdfs.hdf5")
+    common = dict(hdf5_groupname="photometry", device=args.device, num_threads=args.num_threads)
+    t_inform = _inform(args, train_path, inform_config, model_path, common)
+
+    print(f"[2/3] estimate: PDFs for {test_path}", flush=True)
+    t0 = time.time()
+    estimator = DeepzEstimator.make_stage(name="estimate_deepz", model=model_path, output=pdf_path,
+                                          chunk_size=100_000, **common)
+    ens = estimator.estimate(TableHandle("test", path=test_path)).data
+    t_estimate = time.time() - t0
+
+    print("[3/3] evaluate: RAIL evaluator (DeepzEvaluator) and photoz_scores", flush=True)
+    ztrue = np.asarray(tables_io.read(test_path)["photometry"]["redshift"], dtype=float)
+    rail_summary = _evaluate(args.output_dir, estimator.get_handle("output"), test_path)
+    scores = photoz_scores(ens, ztrue)
+    scores.update(inform_seconds=t_inform, estimate_seconds=t_estimate,
+                  galaxies_per_second=len(ztrue) / t_estimate, rail_evaluator=rail_summary)
+    with open(os.path.join(args.output_dir, "scores.json"), "w") as f:
+        json.dump(scores, f, indent=2)
+    _print_scores(scores, rail_summary)
     print(f"\nwritten: {model_path}, {pdf_path}, {os.path.join(args.output_dir, 'scores.json')}")
     return scores
 

@@ -13,6 +13,13 @@ closest valid names), raised before any work starts.
 
 from __future__ import annotations
 
+import contextlib
+import io
+from typing import Any
+
+import qp
+import tables_io
+from rail.core.data import Hdf5Handle, QPHandle, QPOrTableHandle
 from rail.evaluation.single_evaluator import SingleEvaluator
 
 from rail.deepz import metrics as _metrics  # noqa: F401  (registers the metric classes)
@@ -22,11 +29,37 @@ from rail.deepz.stage_options import CheckedOptions
 __all__ = ["DeepzEvaluator"]
 
 
+def _is_qp_file(path: str) -> bool:
+    """``qp.is_qp_file`` without its message: it prints "This is not a qp file because 'meta'" for every
+    table file, and RAIL's QPOrTableHandle asks it up to five times per run of a table truth input."""
+    with contextlib.redirect_stdout(io.StringIO()):  # only that message is printed there
+        return qp.is_qp_file(path)
+
+
+class QuietQPOrTableHandle(QPOrTableHandle):
+    """RAIL's QPOrTableHandle (a qp file or a table), telling which without printing for tables."""
+
+    def is_qp(self) -> bool:
+        if self.path in [None, "None", "none"]:
+            return isinstance(self.data, qp.Ensemble)
+        return _is_qp_file(self.path)
+
+    @classmethod
+    def _read(cls, path: str, **kwargs: Any) -> Any:
+        return qp.read(path, **kwargs) if _is_qp_file(path) else tables_io.read(path, **kwargs)
+
+    @classmethod
+    def _iterator(cls, path: str, **kwargs: Any) -> Any:
+        return QPHandle._iterator(path, **kwargs) if _is_qp_file(path) else Hdf5Handle._iterator(path, **kwargs)
+
+
 class DeepzEvaluator(CheckedOptions, SingleEvaluator):
     """SingleEvaluator with pz-rail-deepz's metrics (``point_stats_sigma68``, ``point_outlier_frac_015``) registered."""
 
     name = "DeepzEvaluator"
     interactive_function = "deepz_evaluator"
+    # same handles as SingleEvaluator's, without qp's "This is not a qp file" message for table inputs
+    inputs = [("input", QuietQPOrTableHandle), ("truth", QuietQPOrTableHandle)]
 
     @classmethod
     def accepted_keys(cls) -> set[str]:

@@ -46,7 +46,24 @@ def _select_group(data: Any, groupname: str, option_owner: str) -> Any:
         ) from exc
 
 
-class DeepzInformer(CheckedOptions, CatInformer):
+class _InputFilesChecked:
+    """Mixin: an input read from a file that does not exist is a FileNotFoundError naming the file and the
+    input tag, before RAIL / tables_io turn it into a generic RuntimeError (inputs held in memory, unset
+    ones, path "None", and those whose "path" is not a path, e.g. a model handle given as ``model=``,
+    are not checked)."""
+
+    def get_handle(self, tag: str, path: str | None = None, allow_missing: bool = False) -> Any:
+        handle = super().get_handle(tag, path=path, allow_missing=allow_missing)  # type: ignore[misc]
+        file_path = getattr(handle, "path", None)
+        if (tag in self.input_tags() and not handle.has_data  # type: ignore[attr-defined]
+                and isinstance(file_path, (str, os.PathLike)) and str(file_path) not in ("", "None", "none")
+                and not os.path.exists(os.path.expandvars(str(file_path)))):
+            raise FileNotFoundError(f"{self.instance_name}: input '{tag}': file '{file_path}' "  # type: ignore[attr-defined]
+                                    "does not exist")
+        return handle
+
+
+class DeepzInformer(CheckedOptions, _InputFilesChecked, CatInformer):
     """Train a Deepz ensemble (mixture density networks + autoencoder) on a spectroscopic table.
 
     The ensemble has ``n_splits`` x ``n_folds`` members: for each of ``n_splits`` random splits of
@@ -200,7 +217,7 @@ class DeepzTransferInformer(DeepzInformer):
         return super().inform(training_data, pretrained=pretrained, **kwargs)
 
 
-class DeepzEstimator(CheckedOptions, CatEstimator):
+class DeepzEstimator(CheckedOptions, _InputFilesChecked, CatEstimator):
     """Photo-z PDFs from a trained Deepz ensemble, as qp Gaussian mixtures.
 
     Every galaxy's PDF is the pooled mixture of all ensemble members (K = members x n_gaussians

@@ -116,7 +116,7 @@ class DeepzPipeline(RailPipeline):
     Stages: ``simulate_deepz`` (DeepzSimCreator: ``n_sims`` galaxies, ssp engine, LSST 10-year depth
     noise), ``inform_deepz`` (DeepzTransferInformer; inputs ``input_train`` and the simulations),
     ``estimate_deepz`` (DeepzEstimator on ``input_test``), ``evaluate_deepz`` (DeepzEvaluator).
-    Outputs in ``output_dir``: ``output_simulate_deepz.hdf5``, ``model_inform_deepz.npz``,
+    Outputs in ``output_dir``: ``output_simulate_deepz.hdf5``, ``model_inform_deepz.pkl``,
     ``output_estimate_deepz.hdf5`` (qp mixmod, ancil zmode/odds/...), ``summary_evaluate_deepz.hdf5``,
     ``output_evaluate_deepz.hdf5``, ``single_distribution_summary_evaluate_deepz.hdf5`` (the PIT).
 
@@ -141,7 +141,7 @@ class DeepzPipeline(RailPipeline):
     default_input_dict: dict[str, str] = dict(input_train="dummy.in", input_test="dummy.in",
                                               model_simulate_deepz="none")
 
-    def __init__(self, n_sims: int = 50_000, seed: int = 87, device: str = "auto", threads: int = 2,
+    def __init__(self, n_sims: int = 50_000, seed: int = 87, device: str = "auto", threads: int = 1,
                  nprocess: int = 1) -> None:
         RailPipeline.__init__(self)
         self.simulate_deepz = DeepzSimCreator.build(
@@ -189,7 +189,7 @@ class DeepzComparisonPipeline(RailPipeline):
     default_dirs: tuple[str, str] = ("out_comparison", "logs_comparison")
 
     def __init__(self, algorithms: list[str] | None = None, seed: int = 87, device: str = "auto",
-                 threads: int = 2, nprocess: int = 1) -> None:
+                 threads: int = 1, nprocess: int = 1) -> None:
         import importlib
 
         RailPipeline.__init__(self)
@@ -279,6 +279,8 @@ def write_pipeline(pipeline: str | type[RailPipeline], yml_path: str, inputs: di
     pipe.save(yml_path, stagefile=cfg_path)
     with open(yml_path) as fh:
         pipe_dict = yaml.safe_load(fh)
+    for stage in pipe_dict["stages"]:  # ceci leaves out the default 1: show where to raise it
+        stage.setdefault("threads_per_process", int(pipe.get_stage_execution_config(stage["name"]).threads_per_process))
     pipe_dict["config"] = os.path.basename(cfg_path)
     pipe_dict["modules"] = "rail"
     pipe_dict["site"] = dict(name="local", max_threads=int(max_threads))
@@ -350,7 +352,9 @@ def main(argv: list[str] | None = None) -> None:
     w.add_argument("--output-dir", help="default out (deepz) or out_comparison (comparison)")
     w.add_argument("--log-dir", help="default logs (deepz) or logs_comparison (comparison)")
     w.add_argument("--device", default="auto", help="torch device of the Deepz stages")
-    w.add_argument("--threads", type=int, default=2, help="threads_per_process of the heavy stages")
+    w.add_argument("--threads", type=int, default=1,
+                   help="threads_per_process (OMP/torch threads) of the heavy stages; raise it on a "
+                        "dedicated machine with free cores")
     w.add_argument("--nprocess", type=int, default=1, help="MPI ranks of the Deepz inform and estimate stages")
     w.add_argument("--n-sims", type=int, default=50_000, help="DeepzPipeline: simulated galaxies")
     w.add_argument("--small", action="store_true", help="quick settings (SMALL_SETTINGS: tests, demos)")
