@@ -102,7 +102,7 @@ def test_examples_are_what_write_pipeline_writes(tmp_path, which, stem):
     assert pipe["output_dir"] == ("out" if which == "deepz" else "out_comparison")
     assert all(s["nprocess"] == 1 for s in pipe["stages"])
     heavy = [s for s in pipe["stages"] if not s["name"].startswith("evaluate")]
-    assert all(s["threads_per_process"] == 2 for s in heavy)
+    assert all(s["threads_per_process"] == 1 for s in heavy)  # default: one thread (busy/shared machines)
     assert all(committed[s]["device"] == "auto" for s in committed if s.endswith("_deepz") and "device" in committed[s])
 
 
@@ -123,7 +123,7 @@ def deepz_out(workdir):
 def test_deepz_pipeline_runs_with_ceci(deepz_out):
     import qp
 
-    for name in ("output_simulate_deepz.hdf5", "model_inform_deepz.npz", "output_estimate_deepz.hdf5",
+    for name in ("output_simulate_deepz.hdf5", "model_inform_deepz.pkl", "output_estimate_deepz.hdf5",
                  "summary_evaluate_deepz.hdf5", "single_distribution_summary_evaluate_deepz.hdf5"):
         assert os.path.getsize(os.path.join(deepz_out, name)) > 0, name
     sims = tables_io.read(os.path.join(deepz_out, "output_simulate_deepz.hdf5"))["photometry"]
@@ -223,14 +223,19 @@ def test_command_line_write_and_link_data(tmp_path, capsys):
     linked = sorted(os.listdir(tmp_path / "data"))
     assert linked == ["test_dc2_training_9816.hdf5", "test_dc2_validation_9816.hdf5"]
     assert len(tables_io.read(str(tmp_path / "data" / linked[0]))["photometry"]["redshift"]) == 10225
-    main(["write", "deepz", str(tmp_path / "p" / "d.yml"), "--small", "--device", "cpu", "--threads", "1",
-          "--n-sims", "123"])
+    main(["write", "deepz", str(tmp_path / "p" / "d.yml"), "--small", "--device", "cpu", "--n-sims", "123"])
     pipe, cfg = _read_yaml(str(tmp_path / "p" / "d.yml")), _read_yaml(str(tmp_path / "p" / "d_config.yml"))
     assert pipe["config"] == "d_config.yml"
     assert cfg["simulate_deepz"]["n_samples"] == SMALL_SETTINGS["simulate_deepz"]["n_samples"]  # --small wins
     assert cfg["inform_deepz"]["device"] == "cpu" and cfg["estimate_deepz"]["device"] == "cpu"
-    assert all(s.get("threads_per_process", 1) == 1 for s in pipe["stages"])
+    assert all(s["threads_per_process"] == 1 for s in pipe["stages"])  # --threads defaults to 1, written out
+    assert pipe["site"]["max_threads"] == 2
     assert "wrote" in capsys.readouterr().out
+    main(["write", "deepz", str(tmp_path / "p" / "t.yml"), "--threads", "3"])  # a dedicated machine
+    pipe = _read_yaml(str(tmp_path / "p" / "t.yml"))
+    heavy = [s for s in pipe["stages"] if not s["name"].startswith("evaluate")]
+    assert heavy and all(s["threads_per_process"] == 3 for s in heavy)
+    assert pipe["site"]["max_threads"] == 3
 
 
 def test_nprocess_reaches_the_deepz_inform_and_estimate_stages(tmp_path):

@@ -4,6 +4,7 @@ The stages are exported lazily (PEP 562): ``from rail.deepz import DeepzInformer
 RAIL stage modules, while ``import rail.deepz.simulation`` or ``rail.deepz.inputs`` does not.
 Importing :class:`DeepzEvaluator` (or :mod:`rail.deepz.metrics`) registers the
 ``point_stats_sigma68`` and ``point_outlier_frac_015`` metrics with RAIL's evaluator stages.
+:data:`PZ_ALGORITHM` is Deepz's entry for RAIL's algorithm libraries (pz-rail-pipelines, rail_projects).
 """
 
 from __future__ import annotations
@@ -29,7 +30,16 @@ _EXPORTS = {
     "sigma68": "rail.deepz.metrics",
 }
 
-__all__ = sorted(_EXPORTS)
+#: Deepz's entry for RAIL's algorithm libraries: pz-rail-pipelines' ``PZ_ALGORITHMS`` (``PzPipeline``,
+#: ``InformPipeline``, ``EstimatePipeline``, e.g. ``PzPipeline(algorithms=dict(deepz=PZ_ALGORITHM))``)
+#: and the ``PZAlgorithms`` section of a rail_projects library. Plain data: importing it loads no stage.
+PZ_ALGORITHM: dict[str, str] = dict(
+    Inform="DeepzInformer",
+    Estimate="DeepzEstimator",
+    Module="rail.estimation.algos.deepz",
+)
+
+__all__ = sorted([*_EXPORTS, "PZ_ALGORITHM"])
 
 
 def __getattr__(name: str) -> Any:

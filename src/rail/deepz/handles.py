@@ -88,9 +88,17 @@ class TurnTakingQPHandle(QPHandle):
 
 
 class DeepzModelHandle(ModelHandle):
-    """RAIL data handle for Deepz model files (numpy archive + JSON metadata, no pickle)."""
+    """RAIL data handle for Deepz model files (numpy archive + JSON metadata, no pickle).
 
-    suffix = "npz"
+    ``suffix`` is RAIL's model suffix, ``pkl``: in ceci pipelines the informer writes
+    ``<output_dir>/model_<stage>.pkl``, the name RAIL's tools expect for any estimator's model
+    (pz-rail-pipelines' ``EstimatePipeline``, rail_projects' ``model_inform_<algo>.pkl``). The file is
+    still a numpy zip archive, never a pickle: :func:`~rail.deepz.model_io.load_model` recognises the
+    format by content, whatever the file is called, so explicit paths such as ``model="deepz_model.npz"``
+    work as before.
+    """
+
+    suffix = "pkl"
 
     @classmethod
     def _open(cls, path: str, **kwargs: Any) -> Any:
