@@ -52,8 +52,9 @@ def _rows(table: dict, rows: Any) -> dict:
 def _estimate(model: dict, table: dict) -> dict[str, np.ndarray]:
     from rail.deepz import DeepzEstimator
 
+    # every component of the mixture (the hashes pin the full PDFs, whatever the output default)
     stage = DeepzEstimator.make_stage(name="reference_estimate", model=model, hdf5_groupname="",
-                                      output_mode="return", num_threads=1)
+                                      output_mode="return", num_threads=1, n_output_components=0)
     ens = stage.estimate(table).data
     out = {f"pdf/{k}": np.asarray(v) for k, v in ens.objdata.items()}
     out.update({f"ancil/{k}": np.asarray(v) for k, v in ens.ancil.items()})

@@ -248,7 +248,8 @@ class DeepzPredictor:
                 t[rows] = torch.as_tensor(self.prior[key], dtype=t.dtype, device=t.device)
             w[rows] = w[rows] / w[rows].sum(-1, keepdim=True)  # exactly normalised in the output precision
         if reduce:
-            w, m, s = mixture.reduce_components(w, m, s, n_output_components)
+            with record_function("deepz.merge_components"):
+                w, m, s = mixture.reduce_components(w, m, s, n_output_components)
         if pdf_dtype == "float32":  # point estimates from exactly the stored values
             if w.dtype != torch.float32:  # round once
                 w = w.float()

@@ -160,8 +160,9 @@ ESTIMATE_OPTIONS: list[Option] = [
     Option("precision", "str", "float32", "network precision at inference: 'float32', or on a GPU 'bfloat16' / "
            "'float16' (autocast)", choices=PRECISIONS),
     Option("pdf_dtype", "str", "float32", "dtype of the stored mixture weights, means and stds", choices=PDF_DTYPES),
-    Option("n_output_components", "int", 0, "merge each PDF to at most this many Gaussians (moment-preserving; 0 = "
-           "keep all members x n_gaussians; 1 = one Gaussian)", lo=0),
+    # 10, not all 50: RAIL's evaluators then take KNN's time and memory on Deepz output, the scores barely move
+    Option("n_output_components", "int", 10, "merge each PDF to at most this many Gaussians (moment-preserving; "
+           "0 = keep all members x n_gaussians; 1 = one Gaussian)", lo=0),
     # larger than RAIL's 10,000: fewer per-chunk costs (qp ensemble, HDF5 write call, gc.collect)
     Option("chunk_size", "int", 100_000, "rows read, estimated and written at a time", lo=1),
 ]

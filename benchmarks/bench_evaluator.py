@@ -1,0 +1,118 @@
+"""RAIL's evaluator on Deepz output, as a RAIL user runs it, against KNN's output on the same galaxies.
+
+Trains Deepz (stage defaults) and KNN (RAIL demo settings) on the DC2 training file, estimates the
+validation file with each (Deepz once per ``--components`` value of ``n_output_components``), then
+runs RAIL's ``SingleEvaluator`` with the metric set of pz-rail-pipelines' ``PzPipeline`` ('all' minus
+its exclusions, limits [0, 3.5], point estimate zmode) at the default chunk size on every output, each
+in a fresh process: wall seconds and peak RSS. PIT KS and CDE loss of each Deepz output come from
+``rail.deepz.metrics.photoz_scores``. Run it on an idle machine: the timings are compared in one run.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+
+import harness as H
+
+# SingleEvaluator as PzPipeline configures it (pz-rail-pipelines 2.0.2, rail/pipelines/estimation/pz_all.py)
+PZ_EXCLUDED = ["rmse", "ks", "kld", "cvm", "ad", "rbpe", "outlier"]
+_EVALUATE = """
+import sys
+from rail.core.data import QPHandle, TableHandle
+from rail.evaluation.single_evaluator import SingleEvaluator
+pdfs, truth, out = sys.argv[1:4]
+SingleEvaluator.make_stage(
+    name="evaluate", metrics=["all"], exclude_metrics={excluded!r}, hdf5_groupname="photometry",
+    limits=[0, 3.5], truth_point_estimates=["redshift"], point_estimates=["zmode"],
+    output=out + "_out.hdf5", summary=out + "_summary.hdf5", single_distribution_summary=out + "_pit.hdf5",
+).evaluate(QPHandle("pdfs", path=pdfs), TableHandle("truth", path=truth))
+"""
+
+
+def outputs(work: str, components: list[int], seed: int) -> tuple[dict[str, str], dict[str, dict]]:
+    """Estimate the DC2 validation file with KNN and with Deepz at each ``components``.
+
+    Returns output files by label and the Deepz scores by label.
+    """
+    from rail.core.data import TableHandle
+    from rail.deepz import DeepzEstimator, DeepzInformer, photoz_scores
+    from rail.pipelines.estimation.deepz_pipeline import COMPARISON_ALGORITHMS
+
+    train, test = H.dc2_paths()
+    ztrue = H.read_table(test)["redshift"]
+    files = {}
+    knn = COMPARISON_ALGORITHMS["knn"]
+    H.inform_and_estimate(*_knn_classes(knn), knn["inform_config"], knn["estimate_config"],
+                          dict(train=train, test=test), work, "knn")
+    files["KNN"] = os.path.join(work, "output_knn.hdf5")
+    model = os.path.join(work, "deepz_model.npz")
+    DeepzInformer.make_stage(name="inform_deepz", model=model, hdf5_groupname="photometry",
+                             seed=seed).inform({"photometry": H.read_table(train)})
+    scores = {}
+    for n in components:
+        label = f"Deepz, n_output_components {n}"
+        files[label] = os.path.join(work, f"output_deepz_{n}.hdf5")
+        ens = DeepzEstimator.make_stage(name=f"estimate_deepz_{n}", model=model, hdf5_groupname="photometry",
+                                        n_output_components=n, output=files[label]
+                                        ).estimate(TableHandle("test", path=test)).data
+        scores[label] = photoz_scores(ens, ztrue)
+    return files, scores
+
+
+def _knn_classes(spec: dict) -> tuple[type, type]:
+    import importlib
+
+    module = importlib.import_module(spec["module"])
+    return getattr(module, spec["inform"]), getattr(module, spec["estimate"])
+
+
+def evaluate(pdfs: str, work: str, label: str) -> dict[str, float]:
+    """Run the evaluator on one output file in a fresh process: wall seconds and peak RSS [MiB]."""
+    script = os.path.join(work, "evaluate.py")
+    with open(script, "w") as fh:
+        fh.write(_EVALUATE.format(excluded=PZ_EXCLUDED))
+    out = os.path.join(work, "eval_" + "".join(c if c.isalnum() else "_" for c in label))
+    t0 = time.perf_counter()
+    status, rss = H.run_process([sys.executable, script, pdfs, H.dc2_paths()[1], out], cwd=work)
+    if status != 0:
+        raise RuntimeError(f"the evaluator failed on {pdfs} (exit status {status})")
+    return dict(seconds=time.perf_counter() - t0, peak_rss_mib=rss)
+
+
+def main() -> None:
+    ap = H.parser(__doc__)
+    ap.add_argument("--components", default="0,20,10,5", help="Deepz n_output_components values (0: all)")
+    ap.add_argument("--seed", type=int, default=87)
+    args = ap.parse_args()
+    H.set_threads(args.threads)
+    components = [0, 10] if args.quick else H.int_list(args.components)
+    with tempfile.TemporaryDirectory() as work:
+        files, scores = outputs(work, components, args.seed)
+        load = H.load_average()
+        runs = {label: evaluate(path, work, label) for label, path in files.items()}
+    knn = runs["KNN"]
+    full = scores.get(f"Deepz, n_output_components {0}")
+    rows = [["KNN", H.fmt(knn["seconds"], ".1f"), "1.0", H.fmt(knn["peak_rss_mib"] / 1024, ".2f"), "", ""]]
+    for label, run in runs.items():
+        if label == "KNN":
+            continue
+        s = scores[label]
+        change = "" if full is None else (f" ({s['pit_ks'] / full['pit_ks'] - 1:+.1%})",
+                                         f" ({s['cde_loss'] / full['cde_loss'] - 1:+.2%})")
+        rows.append([label, H.fmt(run["seconds"], ".1f"), H.fmt(run["seconds"] / knn["seconds"], ".1f"),
+                     H.fmt(run["peak_rss_mib"] / 1024, ".2f"), H.fmt(s["pit_ks"]) + (change[0] if change else ""),
+                     H.fmt(s["cde_loss"], ".3f") + (change[1] if change else "")])
+    note = ("SingleEvaluator with PzPipeline's metrics ('all' minus " + ", ".join(PZ_EXCLUDED)
+            + "), limits [0, 3.5], default chunk size, one fresh process per output; the 20,449 DC2 validation "
+            "galaxies; PIT KS and CDE loss (grid 0-3) from photoz_scores, change against all components in brackets.")
+    H.write_result("bench_evaluator", "RAIL's evaluator on Deepz and KNN output",
+                   [H.table("Evaluation time and memory", ["output", "seconds", "x KNN", "peak RSS [GB]", "PIT KS",
+                                                           "CDE loss"], rows, note)],
+                   dict(runs=runs, scores=scores, load_average=load, threads=args.threads), args.output)
+
+
+if __name__ == "__main__":
+    main()
