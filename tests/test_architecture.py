@@ -90,3 +90,17 @@ def test_stages_are_exported_lazily():
         import rail.deepz
 
         rail.deepz.Nope  # noqa: B018
+
+
+def test_rail_discovers_the_stages_without_importing_them_first():
+    """RAIL's plugin discovery (``import_and_attach_all``, ``rail.interactive``) finds every stage."""
+    code = ("import rail.stages\n"
+            "rail.stages.import_and_attach_all(silent=True)\n"
+            "import rail.interactive as ri\n"
+            "found = sorted({n for n in rail.stages.__all__ if n.startswith('Deepz')})\n"
+            "found.append(callable(ri.estimation.algos.deepz.deepz_informer))\n"
+            "found.append(callable(ri.creation.engines.deepz_sims.deepz_sim_creator))\n"
+            "print(found)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert eval(out.strip().splitlines()[-1]) == [  # noqa: S307 (our own output)
+        "DeepzEstimator", "DeepzEvaluator", "DeepzInformer", "DeepzSimCreator", "DeepzTransferInformer", True, True]

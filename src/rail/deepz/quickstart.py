@@ -15,12 +15,7 @@ import os
 import time
 from typing import Any
 
-import numpy as np
-import tables_io
-from rail.core.data import TableHandle
-from rail.utils.path_utils import find_rail_file
-
-from rail.deepz.metrics import photoz_scores
+# RAIL, torch, qp and numpy are imported inside the functions: `--help` and argument errors are instant
 
 TRAIN_FILE = "examples_data/testdata/test_dc2_training_9816.hdf5"
 TEST_FILE = "examples_data/testdata/test_dc2_validation_9816.hdf5"
@@ -47,6 +42,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return _parser().parse_args(argv)
 
 
+def _rail_file(relative: str) -> str:
+    """Path of a file pz-rail-base ships (the DC2 test files)."""
+    from rail.utils.path_utils import find_rail_file
+
+    return find_rail_file(relative)
+
+
 def _input_problem(option: str, path: str) -> str | None:
     """Why ``path`` (given as ``option``) cannot be read, or None."""
     if not os.path.exists(path):
@@ -65,8 +67,8 @@ def _checked_arguments(argv: list[str] | None) -> tuple[argparse.Namespace, str,
     """
     parser = _parser()
     args = parser.parse_args(argv)
-    train_path = args.train or find_rail_file(TRAIN_FILE)
-    test_path = args.test or find_rail_file(TEST_FILE)
+    train_path = args.train or _rail_file(TRAIN_FILE)
+    test_path = args.test or _rail_file(TEST_FILE)
     for option, path in (("--train", train_path), ("--test", test_path)):
         problem = _input_problem(option, path)
         if problem:
@@ -82,6 +84,7 @@ def _checked_arguments(argv: list[str] | None) -> tuple[argparse.Namespace, str,
 
 def _inform(args: argparse.Namespace, train_path: str, inform_config: dict, model_path: str, common: dict) -> float:
     """Simulate (unless ``--sims 0``), pretrain and fine-tune, write the model; returns the seconds taken."""
+    import tables_io
     from rail.creation.engines.deepz_sims import DeepzSimCreator
     from rail.estimation.algos.deepz import DeepzInformer
 
@@ -102,6 +105,8 @@ def _inform(args: argparse.Namespace, train_path: str, inform_config: dict, mode
 
 def _evaluate(output_dir: str, pdfs: Any, test_path: str) -> dict[str, float]:
     """RAIL's evaluator (DeepzEvaluator) on the PDF handle: its summary, metric name -> value."""
+    import numpy as np
+    from rail.core.data import TableHandle
     from rail.evaluation.deepz_evaluator import DeepzEvaluator
 
     evaluator = DeepzEvaluator.make_stage(
@@ -139,9 +144,14 @@ def _print_scores(scores: dict, rail_summary: dict[str, float]) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     """Run inform -> estimate -> evaluate and print the scores; returns them."""
-    from rail.estimation.algos.deepz import DeepzEstimator  # imported here so that `--help` is instant
-
     args, train_path, test_path, inform_config = _checked_arguments(argv)
+    import numpy as np
+    import tables_io
+    from rail.core.data import TableHandle
+    from rail.estimation.algos.deepz import DeepzEstimator
+
+    from rail.deepz.metrics import photoz_scores
+
     os.makedirs(args.output_dir, exist_ok=True)
     model_path = os.path.join(args.output_dir, "deepz_model.npz")
     pdf_path = os.path.join(args.output_dir, "deepz_pdfs.hdf5")
