@@ -17,9 +17,7 @@ import contextlib
 import io
 from typing import Any
 
-import qp
-import tables_io
-from rail.core.data import Hdf5Handle, QPHandle, QPOrTableHandle
+from rail.core.data import QPOrTableHandle
 from rail.evaluation.single_evaluator import SingleEvaluator
 
 from rail.deepz import metrics as _metrics  # noqa: F401  (registers the metric classes)
@@ -29,28 +27,28 @@ from rail.deepz.stage_options import CheckedOptions
 __all__ = ["DeepzEvaluator"]
 
 
-def _is_qp_file(path: str) -> bool:
-    """``qp.is_qp_file`` without its message: it prints "This is not a qp file because 'meta'" for every
-    table file, and RAIL's QPOrTableHandle asks it up to five times per run of a table truth input."""
-    with contextlib.redirect_stdout(io.StringIO()):  # only that message is printed there
-        return qp.is_qp_file(path)
+def _quiet() -> contextlib.AbstractContextManager:
+    """Swallow stdout: ``qp.is_qp_file`` prints "This is not a qp file because 'meta'" for every table
+    file, and RAIL's QPOrTableHandle asks it up to five times per run of a table truth input."""
+    return contextlib.redirect_stdout(io.StringIO())
 
 
 class QuietQPOrTableHandle(QPOrTableHandle):
-    """RAIL's QPOrTableHandle (a qp file or a table), telling which without printing for tables."""
+    """RAIL's QPOrTableHandle (a qp file or a table): RAIL's own methods, run without qp's message."""
 
     def is_qp(self) -> bool:
-        if self.path in [None, "None", "none"]:
-            return isinstance(self.data, qp.Ensemble)
-        return _is_qp_file(self.path)
+        with _quiet():
+            return super().is_qp()
 
     @classmethod
     def _read(cls, path: str, **kwargs: Any) -> Any:
-        return qp.read(path, **kwargs) if _is_qp_file(path) else tables_io.read(path, **kwargs)
+        with _quiet():
+            return super()._read(path, **kwargs)
 
     @classmethod
     def _iterator(cls, path: str, **kwargs: Any) -> Any:
-        return QPHandle._iterator(path, **kwargs) if _is_qp_file(path) else Hdf5Handle._iterator(path, **kwargs)
+        with _quiet():  # the file's kind is decided here, before the iterator is returned
+            return super()._iterator(path, **kwargs)
 
 
 class DeepzEvaluator(CheckedOptions, SingleEvaluator):
