@@ -395,9 +395,13 @@ class FluxTable:
 def exposure_photometry(flux: np.ndarray, flux_err: np.ndarray) -> Photometry:
     """Photometry (N, B) from the inverse-variance coadd of all exposures (N, B, K)."""
     cflux, cerr = coadd_exposures(flux, flux_err)
-    missing = ~np.isfinite(cflux)
+    return _measured(cflux, cerr, ~np.isfinite(cflux))
+
+
+def _measured(flux: np.ndarray, err: np.ndarray, missing: np.ndarray) -> Photometry:
+    """Photometry of measured fluxes and errors (N, B) [nJy]; ``missing`` bands get flux 0, error 1."""
     status = np.where(missing, STATUS_MISSING, STATUS_OK).astype(np.int8)
-    return Photometry(np.where(missing, 0.0, cflux), np.where(missing, 1.0, cerr), status)
+    return Photometry(np.where(missing, 0.0, flux), np.where(missing, 1.0, err), status)
 
 
 def has_exposures(table: Mapping, bands: Sequence[str]) -> bool:
@@ -432,9 +436,7 @@ def _coadd_columns(table: Mapping, keys: Sequence[str]) -> Photometry:
     """Photometry from the coadd flux columns ``flux_{key}`` / ``flux_err_{key}`` (simulated catalogues)."""
     flux = np.stack([np.asarray(table[f"flux_{k}"], dtype=np.float64) for k in keys], axis=1)
     err = np.stack([np.asarray(table[f"flux_err_{k}"], dtype=np.float64) for k in keys], axis=1)
-    missing = ~(np.isfinite(flux) & np.isfinite(err) & (err > 0))
-    status = np.where(missing, STATUS_MISSING, STATUS_OK).astype(np.int8)
-    return Photometry(np.where(missing, 0.0, flux), np.where(missing, 1.0, err), status)
+    return _measured(flux, err, ~(np.isfinite(flux) & np.isfinite(err) & (err > 0)))
 
 
 def uses_exposures(table: Mapping, bands: Sequence[str], use_exposures: str) -> bool:

@@ -237,20 +237,23 @@ EstimateOptions = options_dataclass(
     __name__)
 
 
+def _options(cls: type, options: Sequence[Option], rules: Sequence[Rule], values: Mapping[str, Any] | None,
+             overrides: Mapping[str, Any]) -> Any:
+    """``cls`` from ``values`` (a stage config or any mapping) and ``overrides``, schema defaults elsewhere."""
+    merged = {o.name: o.default for o in options}
+    merged.update({k: v for k, v in (values or {}).items() if k in merged})
+    merged.update(overrides)
+    return build_options(cls, options, merged, rules)
+
+
 def inform_options(values: Mapping[str, Any] | None = None, **overrides: Any) -> Any:
     """An :class:`InformOptions` from a stage config (or any mapping) plus overrides, checked.
 
     Options absent from ``values`` take their schema defaults.
     """
-    merged = {o.name: o.default for o in INFORM_OPTIONS}
-    merged.update({k: v for k, v in (values or {}).items() if k in merged})
-    merged.update(overrides)
-    return build_options(InformOptions, INFORM_OPTIONS, merged, INFORM_RULES)
+    return _options(InformOptions, INFORM_OPTIONS, INFORM_RULES, values, overrides)
 
 
 def estimate_options(values: Mapping[str, Any] | None = None, **overrides: Any) -> Any:
     """An :class:`EstimateOptions` from a stage config (or any mapping) plus overrides, checked."""
-    merged = {o.name: o.default for o in ESTIMATE_OPTIONS}
-    merged.update({k: v for k, v in (values or {}).items() if k in merged})
-    merged.update(overrides)
-    return build_options(EstimateOptions, ESTIMATE_OPTIONS, merged, ESTIMATE_RULES)
+    return _options(EstimateOptions, ESTIMATE_OPTIONS, ESTIMATE_RULES, values, overrides)

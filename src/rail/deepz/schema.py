@@ -1,7 +1,7 @@
 """Option schemas: one declaration per option, from which everything else is generated.
 
 An :class:`Option` holds an option's name, type, default, allowed range or choices and help text.
-From a list of them come the RAIL stage's ``config_options`` (:func:`config_options`), a plain
+From a list of them come the RAIL stage's ``config_options`` (:func:`stage_parameters`), a plain
 dataclass of checked values (:func:`options_dataclass`, :func:`build_options`), the value checks
 (:func:`check_values`) and the documentation's option tables (:func:`markdown_table`). Options
 marked ``shared`` are RAIL shared parameters (``SHARED_PARAMS``): the stage declares RAIL's
@@ -28,7 +28,7 @@ __all__ = [
     "check_values",
     "options_dataclass",
     "build_options",
-    "config_options",
+    "stage_parameters",
     "markdown_table",
 ]
 
@@ -217,7 +217,7 @@ def build_options(cls: type, options: Sequence[Option], values: Mapping[str, Any
     return cls(**check_values(options, values, rules))
 
 
-def config_options(options: Sequence[Option]) -> dict[str, Any]:
+def stage_parameters(options: Sequence[Option]) -> dict[str, Any]:
     """ceci ``config_options`` entries: RAIL's ``SHARED_PARAMS`` for shared options, else a StageParameter."""
     from ceci.config import StageParameter  # pylint: disable=import-outside-toplevel
     from rail.core.common_params import SHARED_PARAMS  # pylint: disable=import-outside-toplevel

@@ -68,7 +68,6 @@ def _pretrain_run(table: Mapping, opts: Any, phase: str, progress: Callable[[str
                   data: TrainingData | None = None, checkpoints: "CheckpointStore | None" = None) -> DeepzModel:
     log = progress or (lambda msg: None)
     t0 = time.time()
-    tr = opts
     need_z = phase == "pretrained"
     if data is None:
         data = prepare_training_data(table, opts, need_redshift=need_z)
@@ -77,24 +76,24 @@ def _pretrain_run(table: Mapping, opts: Any, phase: str, progress: Callable[[str
     device = resolve_device(opts.device)
     z_scale = float(max(np.std(data.redshift), 0.05)) if need_z else 1.0
     arch = architecture_for(opts, data.features.shape[1], z_scale=z_scale)
-    ae_weight = float(tr.pretrain_ae_weight)
+    ae_weight = float(opts.pretrain_ae_weight)
     if not need_z and ae_weight <= 0:
         raise ValueError("autoencoder-only training needs option 'pretrain_ae_weight' > 0")
     seed = opts.seed + 1000
     cfg = TrainConfig(
-        learning_rates=[float(r) for r in tr.pretrain_learning_rates],
-        epochs_per_step=[int(e) for e in tr.pretrain_epochs_per_step],
-        batch_size=int(tr.pretrain_batch_size),
+        learning_rates=[float(r) for r in opts.pretrain_learning_rates],
+        epochs_per_step=[int(e) for e in opts.pretrain_epochs_per_step],
+        batch_size=int(opts.pretrain_batch_size),
         weight_decay=opts.weight_decay,
         ae_weight=ae_weight,
         seed=seed,
     )
-    n_members = int(tr.pretrain_members)
-    splits = _val_splits(n, n_members, tr.pretrain_val_fraction, seed)
+    n_members = int(opts.pretrain_members)
+    splits = _val_splits(n, n_members, opts.pretrain_val_fraction, seed)
     log(f"{'pretraining' if need_z else 'autoencoder-only training'}: {n_members} network(s) on {n} galaxies"
         f"{' (individual exposures)' if data.exposures else ''}, {cfg.n_epochs} epochs, device {device}")
     model = build_network(arch, n_members, seed).to(device)
-    aug = augmentation(opts, flux_noise=tr.pretrain_flux_noise)
+    aug = augmentation(opts, flux_noise=opts.pretrain_flux_noise)
     inputs = batch_inputs(data, mean, std, opts.bands.index(opts.ref_band), aug, device, seed)
     x = torch.as_tensor((data.features - mean) / std, device=device)
     z = None if data.redshift is None else torch.as_tensor(data.redshift, device=device)
@@ -214,14 +213,13 @@ def simulation_batches(sim_data: "TrainingData", mean: np.ndarray, std: np.ndarr
 def summary(pretrained: Mapping, opts: Any) -> dict:
     """What the fine-tuning started from (stored in the final model's ``meta["transfer"]``)."""
     meta = pretrained["meta"]
-    tr = opts
     return dict(
         phase=meta.get("phase", "final"),
         pretrain_n_train=meta.get("training", {}).get("n_train"),
         pretrain_members=meta.get("n_members"),
         pretrain_config=meta.get("training", {}).get("config"),
-        pretrain_parts=list(tr.pretrain_parts),
-        freeze=list(tr.freeze),
-        finetune_l2sp=tr.finetune_l2sp,
-        finetune_sim_fraction=tr.finetune_sim_fraction,
+        pretrain_parts=list(opts.pretrain_parts),
+        freeze=list(opts.freeze),
+        finetune_l2sp=opts.finetune_l2sp,
+        finetune_sim_fraction=opts.finetune_sim_fraction,
     )

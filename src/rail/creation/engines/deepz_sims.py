@@ -7,7 +7,7 @@ from typing import Any
 from rail.core.data import Hdf5Handle, ModelHandle
 from rail.creation.engine import Creator
 
-from rail.deepz.schema import config_options as stage_parameters
+from rail.deepz.schema import stage_parameters
 from rail.deepz.simulation import OPTIONS, simulate_catalogue, validate_options
 from rail.deepz.stage_options import CheckedOptions
 

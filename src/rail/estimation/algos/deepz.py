@@ -28,10 +28,11 @@ from rail.deepz.handles import DeepzModelHandle, TurnTakingQPHandle, parallel_hd
 from rail.deepz.informing import train_deepz
 from rail.deepz.model_io import load_model, validate_model
 from rail.deepz.options import ESTIMATE_OPTIONS, INFORM_OPTIONS, estimate_options, inform_options
-from rail.deepz.schema import config_options as stage_parameters
+from rail.deepz.schema import stage_parameters
 from rail.deepz.stage_options import CheckedOptions
 
 __all__ = ["DeepzInformer", "DeepzTransferInformer", "DeepzEstimator"]
+
 
 def _select_group(data: Any, groupname: str, option_owner: str) -> Any:
     """The table inside ``data[groupname]`` (RAIL's hdf5_groupname convention), with a clear error."""
