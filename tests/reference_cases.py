@@ -57,7 +57,10 @@ def _estimate(model: dict, table: dict) -> dict[str, np.ndarray]:
                                       output_mode="return", num_threads=1, n_output_components=0)
     ens = stage.estimate(table).data
     out = {f"pdf/{k}": np.asarray(v) for k, v in ens.objdata.items()}
-    out.update({f"ancil/{k}": np.asarray(v) for k, v in ens.ancil.items()})
+    # 'coverage' is all NaN for models informed without a target: left out, so the hashes stored
+    # before the column existed still pin everything else
+    out.update({f"ancil/{k}": np.asarray(v) for k, v in ens.ancil.items()
+                if not (k == "coverage" and np.isnan(np.asarray(v, dtype=float)).all())})
     return out
 
 

@@ -103,4 +103,5 @@ def test_rail_discovers_the_stages_without_importing_them_first():
             "print(found)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert eval(out.strip().splitlines()[-1]) == [  # noqa: S307 (our own output)
-        "DeepzEstimator", "DeepzEvaluator", "DeepzInformer", "DeepzSimCreator", "DeepzTransferInformer", True, True]
+        "DeepzEstimator", "DeepzEvaluator", "DeepzInformer", "DeepzSimCreator", "DeepzTargetInformer",
+        "DeepzTargetTransferInformer", "DeepzTransferInformer", True, True]

@@ -8,7 +8,9 @@ to define them.
 """
 
 from rail.creation.engines.deepz_sims import DeepzSimCreator
-from rail.estimation.algos.deepz import DeepzEstimator, DeepzInformer, DeepzTransferInformer
+from rail.estimation.algos.deepz import (DeepzEstimator, DeepzInformer, DeepzTargetInformer,
+                                        DeepzTargetTransferInformer, DeepzTransferInformer)
 from rail.evaluation.deepz_evaluator import DeepzEvaluator
 
-__all__ = ["DeepzInformer", "DeepzTransferInformer", "DeepzEstimator", "DeepzSimCreator", "DeepzEvaluator"]
+__all__ = ["DeepzInformer", "DeepzTransferInformer", "DeepzTargetInformer", "DeepzTargetTransferInformer",
+           "DeepzEstimator", "DeepzSimCreator", "DeepzEvaluator"]

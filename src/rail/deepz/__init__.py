@@ -21,6 +21,8 @@ except ImportError:  # pragma: no cover - source tree without setuptools_scm
 _EXPORTS = {
     "DeepzInformer": "rail.estimation.algos.deepz",
     "DeepzTransferInformer": "rail.estimation.algos.deepz",
+    "DeepzTargetInformer": "rail.estimation.algos.deepz",
+    "DeepzTargetTransferInformer": "rail.estimation.algos.deepz",
     "DeepzEstimator": "rail.estimation.algos.deepz",
     "DeepzSimCreator": "rail.creation.engines.deepz_sims",
     "DeepzEvaluator": "rail.evaluation.deepz_evaluator",

@@ -87,11 +87,27 @@ def pool_members(
     return mixture.combine_members(*apply_calibration(log_w, means, stds, cal))
 
 
-def pit_cvm(pit: np.ndarray) -> float:
-    """Cramer-von Mises statistic of PIT values against U(0, 1) (lower is better)."""
-    x = np.sort(np.clip(pit, 0.0, 1.0))
-    n = x.size
-    return float(1.0 / (12 * n) + np.sum((x - (2 * np.arange(1, n + 1) - 1) / (2 * n)) ** 2))
+def pit_cvm(pit: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """Cramer-von Mises statistic of PIT values (N,) against U(0, 1) (lower is better).
+
+    With ``weights`` (N,) the PIT distribution is the weighted one (e.g. re-weighted to a target
+    population): n_eff x integral of (F_w(t) - t)^2 dt, n_eff = (sum w)^2 / sum w^2, which is the
+    usual statistic for equal weights.
+    """
+    if weights is None:
+        x = np.sort(np.clip(pit, 0.0, 1.0))
+        n = x.size
+        return float(1.0 / (12 * n) + np.sum((x - (2 * np.arange(1, n + 1) - 1) / (2 * n)) ** 2))
+    order = np.argsort(pit)
+    x = np.clip(np.asarray(pit, dtype=np.float64)[order], 0.0, 1.0)
+    w = np.asarray(weights, dtype=np.float64)[order]
+    total = w.sum()
+    n_eff = total**2 / np.sum(w * w)
+    edges = np.r_[0.0, x, 1.0]
+    level = np.r_[0.0, np.cumsum(w) / total]  # F_w on [edges[k], edges[k + 1])
+    # integral of (c - t)^2 over [a, b] = ((b - c)^3 - (a - c)^3) / 3
+    integral = np.sum(((edges[1:] - level) ** 3 - (edges[:-1] - level) ** 3) / 3.0)
+    return float(n_eff * integral)
 
 
 def fit_calibration(
@@ -104,11 +120,13 @@ def fit_calibration(
     bounds_power: tuple[float, float] = (0.5, 4.0),
     bounds_shift: tuple[float, float] = (-1.0, 1.0),
     fit_power: bool = False,
+    weights: np.ndarray | None = None,
 ) -> tuple[Calibration, dict]:
     """Fit ``std_scale`` and ``shift`` (and ``weight_power`` when ``fit_power``) on held-out predictions.
 
     ``log_w, means, stds`` (S, N, G): for each of N galaxies the S members that did not train
-    on it; z (N,) the true redshifts. Returns the calibration and a summary (CvM before/after).
+    on it; z (N,) the true redshifts; ``weights`` (N,) optional weights of the galaxies in the PIT
+    distribution (e.g. toward a target population). Returns the calibration and a summary (CvM before/after).
     """
     from scipy.optimize import minimize
 
@@ -126,7 +144,7 @@ def fit_calibration(
 
     def objective(theta: np.ndarray) -> float:
         w, m, s = pool_members(lw, mu, sd, make(theta))
-        return pit_cvm(mixture.cdf(z, w, m, s).numpy())
+        return pit_cvm(mixture.cdf(z, w, m, s).numpy(), weights)
 
     # coarse grid, then Nelder-Mead from the best grid point
     grid = [

@@ -16,10 +16,11 @@ from .inputs import Photometry, read_model_photometry
 from .model_io import unpack_model
 from .networks import DeepzEnsemble, StackedBatchNorm, StackedLinear, mixture_parameters
 from .schema import check_choice
+from .target_shift import coverage_from_log_ratio
 
 __all__ = ["DeepzPredictor", "ANCIL_KEYS", "FusedEnsemble"]
 
-ANCIL_KEYS = ("zmode", "zmean", "zmedian", "zstd", "odds", "deepz_flag")
+ANCIL_KEYS = ("zmode", "zmean", "zmedian", "zstd", "odds", "coverage", "deepz_flag")
 # network precision at inference (names: rail.deepz.options.PRECISIONS): None = float32, for GPUs the others
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # dtype of the stored mixture parameters (names: rail.deepz.options.PDF_DTYPES)
@@ -150,6 +151,7 @@ class DeepzPredictor:
         self.std = torch.as_tensor(unpacked.feature_std, device=device)
         self.calibration = unpacked.calibration
         self.prior = unpacked.prior
+        self.coverage_model = unpacked.coverage
         self.n_components = unpacked.n_members * unpacked.architecture.n_gaussians
 
     def check_columns(self, bands: Sequence[str], err_bands: Sequence[str]) -> None:
@@ -259,5 +261,20 @@ class DeepzPredictor:
         w, m, s = w.double(), m.double(), s.double()
         with record_function("deepz.point_estimates"):
             result.update(self.point_estimates(w, m, s, odds_window))
+        result["coverage"] = self.coverage(x, bad_ref)
         result["deepz_flag"] = flags
         return result
+
+    def coverage(self, x: np.ndarray, bad_ref: np.ndarray) -> np.ndarray:
+        """Coverage (N,) float64 of rows with unscaled features x (N, F): ``min(1, clip p_spec / p_target)``.
+
+        How well the spec-z sample represents each galaxy (1: inside its reach; toward 0: beyond it);
+        NaN for a model informed without a target, 0 for rows without a usable reference band.
+        """
+        if self.coverage_model is None:
+            return np.full(x.shape[0], np.nan)
+        ratio, clip = self.coverage_model
+        with record_function("deepz.coverage"):
+            xs = (x - self.mean.cpu().numpy()) / self.std.cpu().numpy()
+            cov = coverage_from_log_ratio(ratio.log_ratio(xs), clip)
+        return np.where(bad_ref, 0.0, cov)

@@ -21,7 +21,8 @@ from .calibration import Calibration, fit_calibration
 from .devices import resolve_device
 from .model_io import DeepzModel, pack_model, package_versions
 from .networks import Architecture
-from .training import TrainConfig, ensemble_splits, predict, train_ensemble
+from .target_shift import COVERAGE_PREFIX, TargetShift, fit_target_shift, simulation_weights
+from .training import AuxiliaryData, TrainConfig, ensemble_splits, predict, train_ensemble
 from .training_data import TrainingData, augmentation, batch_inputs, prepare_training_data
 
 if TYPE_CHECKING:
@@ -37,9 +38,9 @@ def train_config(opts: Any) -> TrainConfig:
                        weight_decay=opts.weight_decay, ae_weight=opts.ae_weight, seed=opts.seed)
 
 
-def _read_tables(table: Mapping, sims: Mapping | None, opts: Any,
-                 log: Callable[[str], None]) -> tuple[TrainingData, TrainingData | None]:
-    """The spec-z table's and the simulations' network inputs."""
+def _read_tables(table: Mapping, sims: Mapping | None, target: Mapping | None, opts: Any,
+                 log: Callable[[str], None]) -> tuple[TrainingData, TrainingData | None, TrainingData | None]:
+    """The network inputs of the spec-z table, the simulations and the target photometry."""
     with record_function("deepz.prepare_data"):
         data = prepare_training_data(table, opts)
     if data.n_dropped_ref or data.n_dropped_z:
@@ -51,7 +52,14 @@ def _read_tables(table: Mapping, sims: Mapping | None, opts: Any,
             sim_data = prepare_training_data(sims, opts)
     elif opts.finetune_sim_fraction > 0:
         raise ValueError("option 'finetune_sim_fraction' > 0 needs the simulation table (input 'sims')")
-    return data, sim_data
+    target_data = None
+    if target is not None:  # unlabelled: a redshift column, if any, is never read
+        with record_function("deepz.prepare_data"):
+            target_data = prepare_training_data(target, opts, need_redshift=False)
+        if target_data.n_dropped_ref:
+            log(f"target: {target_data.n_dropped_ref} rows without a usable reference band '{opts.ref_band}' "
+                "left out of the covariate-shift fit")
+    return data, sim_data, target_data
 
 
 def _pretrained_model(sims: Mapping | None, sim_data: TrainingData | None, pretrained: Mapping | None, opts: Any,
@@ -86,25 +94,67 @@ def _starting_point(data: TrainingData, pretrained: Mapping | None,
 
 
 def _fine_tuning(model: torch.nn.Module, pretrained: Mapping, sim_data: TrainingData | None, mean: np.ndarray,
-                 std: np.ndarray, opts: Any, device: torch.device, local: list[int]) -> tuple[TrainConfig, dict, dict]:
+                 std: np.ndarray, opts: Any, device: torch.device, local: list[int],
+                 fill: "_SimulationFill | None") -> tuple[TrainConfig, dict, dict]:
     """Load the pretrained weights; the fine-tuning schedule, train_ensemble's extra arguments, the summary."""
     anchor = transfer.load_pretrained(model, pretrained, opts.pretrain_parts, members=local or [0])
     cfg = transfer.finetune_config(opts)
     extra: dict = dict(frozen=list(opts.freeze), anchor=anchor, anchor_weight=opts.finetune_l2sp)
-    if opts.finetune_sim_fraction > 0:
+    if fill is not None:
+        assert sim_data is not None
+        extra["aux"] = fill.batches(sim_data, mean, std, opts, device, cfg)
+    elif opts.finetune_sim_fraction > 0:
         assert sim_data is not None
         extra["aux"] = transfer.simulation_batches(sim_data, mean, std, opts, device, cfg)
     return cfg, extra, transfer.summary(pretrained, opts)
 
 
+_FILL_MIN = 0.005  # below this uncovered target fraction the simulations are not mixed in
+_FILL_MAX = 0.9  # largest simulation share of a fine-tuning batch
+_FILL_CALIBRATION_ROWS = 5000  # simulated rows held out of fine-tuning for the calibration
+
+
+class _SimulationFill:
+    """Simulations standing for the target's uncovered part: fine-tuning rows and calibration rows.
+
+    The simulated rows are split (``seed``) into a calibration set (up to ``_FILL_CALIBRATION_ROWS``)
+    and a fine-tuning pool, resampled in proportion to their weights
+    (:func:`rail.deepz.target_shift.simulation_weights`).
+    """
+
+    def __init__(self, shift: TargetShift, x_sims: np.ndarray, x_target: np.ndarray, seed: int) -> None:
+        self.fraction = min(shift.uncovered, _FILL_MAX)
+        weights = simulation_weights(shift, x_sims, x_target, seed)
+        rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(11,)))
+        n = len(x_sims)
+        n_cal = min(_FILL_CALIBRATION_ROWS, n // 10)
+        perm = rng.permutation(n)
+        self.calibration_rows, pool = np.sort(perm[:n_cal]), perm[n_cal:]
+        self.calibration_weights = weights[self.calibration_rows]
+        p = weights[pool] / weights[pool].sum()
+        self.pool = rng.choice(pool, size=len(pool), p=p)  # importance resampling: the loss stays a plain mean
+        self.n_eff = float(1.0 / np.sum(p * p))
+
+    def batches(self, sim_data: TrainingData, mean: np.ndarray, std: np.ndarray, opts: Any, device: torch.device,
+                cfg: TrainConfig) -> AuxiliaryData:
+        return transfer.simulation_batches(sim_data, mean, std, opts, device, cfg, fraction=self.fraction,
+                                           indices=self.pool)
+
+
 def _calibration(model: torch.nn.Module, x: torch.Tensor, z: np.ndarray, splits: list, n_members: int, opts: Any,
-                 log: Callable[[str], None]) -> tuple[Calibration, dict]:
-    """The PDF calibration fitted on the held-out folds (identity plus recentring when ``calibrate`` is off)."""
+                 log: Callable[[str], None], weights: np.ndarray | None = None,
+                 extra: tuple[torch.Tensor, np.ndarray, np.ndarray] | None = None) -> tuple[Calibration, dict]:
+    """The PDF calibration fitted on the held-out folds (identity plus recentring when ``calibrate`` is off).
+
+    ``weights`` (N,) of the spec-z rows and ``extra`` (features, redshifts, weights of held-out
+    simulated rows) make the PIT distribution that of a target population.
+    """
     recenter = opts.recenter if n_members > 1 else 0.0
     if not opts.calibrate:
         return Calibration(recenter=recenter), {}
     with record_function("deepz.calibrate"):
-        cal, info = calibrate_out_of_fold(model, x, z, splits, opts.n_folds, recenter, opts.calibrate_weight_power)
+        cal, info = calibrate_out_of_fold(model, x, z, splits, opts.n_folds, recenter, opts.calibrate_weight_power,
+                                          weights=weights, extra=extra)
     if n_members > 1:
         cal.ambiguity = opts.ambiguity_shrink
     log(f"calibration {cal.to_dict()}: PIT CvM on held-out folds {info['cvm_before']:.3f} -> {info['cvm_after']:.3f}")
@@ -119,6 +169,7 @@ def train_deepz(
     pretrained: Mapping | None = None,
     checkpoints: "CheckpointStore | None" = None,
     comm: Any = None,
+    target: Mapping | None = None,
 ) -> DeepzModel | None:
     """Train a calibrated Deepz ensemble on a spectroscopic table; returns the model dict.
 
@@ -130,15 +181,19 @@ def train_deepz(
     ``checkpoints``: per-epoch checkpoints of each phase, to resume an interrupted run from.
     ``comm``: an MPI communicator (mpi4py API); with more than one rank each rank trains a
     contiguous slice of the members and rank 0 returns the model (the others return None).
+    ``target``: the unlabelled photometry to be estimated (same columns; redshifts never read):
+    covariate-shift weights, simulation fill and coverage (:mod:`rail.deepz.target_shift`).
     """
     mpi = distributed.is_distributed(comm)
     rank = comm.Get_rank() if mpi else 0
     log = progress or (lambda msg: None)
     t0 = time.time()
-    data, sim_data = _read_tables(table, sims, opts, log)
+    data, sim_data, target_data = _read_tables(table, sims, target, opts, log)
     device = resolve_device(opts.device, rank)  # auto under MPI: GPU rank % n_gpus
     pretrained = _pretrained_model(sims, sim_data, pretrained, opts, log, checkpoints, comm)
     mean, std, arch = _starting_point(data, pretrained, opts)
+    shift, fill = _target_shift(data, sim_data, target_data, mean, std, pretrained is not None, opts, log)
+    row_weights = shift.spec_weights if shift is not None and opts.target_weights else None
 
     n, z = data.features.shape[0], data.redshift
     splits = ensemble_splits(n, opts.n_splits, opts.n_folds, opts.seed)
@@ -154,7 +209,9 @@ def train_deepz(
     inputs = batch_inputs(data, mean, std, opts.bands.index(opts.ref_band), aug, device, opts.seed)
     cfg, extra, transfer_info = train_config(opts), {}, {}
     if pretrained is not None:
-        cfg, extra, transfer_info = _fine_tuning(model, pretrained, sim_data, mean, std, opts, device, local)
+        cfg, extra, transfer_info = _fine_tuning(model, pretrained, sim_data, mean, std, opts, device, local, fill)
+    if row_weights is not None:
+        extra["row_weights"] = torch.as_tensor(row_weights, dtype=torch.float32, device=device)
     with record_function("deepz.train"):
         result = None if not local else train_ensemble(
             model, x, torch.as_tensor(z, device=device), torch.as_tensor(data.ratios, device=device),
@@ -167,7 +224,8 @@ def train_deepz(
             return None
         model = full
 
-    cal, cal_info = _calibration(model, x, z, splits, n_members, opts, log)
+    cal_weights, cal_extra = _calibration_rows(row_weights, n, fill, sim_data, mean, std, device)
+    cal, cal_info = _calibration(model, x, z, splits, n_members, opts, log, cal_weights, cal_extra)
     meta = dict(
         architecture=arch.to_dict(),
         n_members=n_members,
@@ -184,16 +242,65 @@ def train_deepz(
         meta["training"]["augmentation"] = dict(vars(aug))
     if transfer_info:
         meta["transfer"] = transfer_info
-    return pack_model(model, mean, std, meta, prior_mixture(z, n_members * opts.n_gaussians))
+    coverage = {}
+    if shift is not None:
+        meta["target"] = dict(shift.summary(), weights=bool(opts.target_weights),
+                              fill_fraction=0.0 if fill is None else round(fill.fraction, 4),
+                              fill_n_eff=None if fill is None else round(fill.n_eff, 1))
+        meta["coverage"] = dict(clip=shift.clip, n_features=int(mean.size))
+        coverage = shift.ratio.to_arrays(COVERAGE_PREFIX)
+    return pack_model(model, mean, std, meta, prior_mixture(z, n_members * opts.n_gaussians), extra=coverage)
+
+
+def _target_shift(data: TrainingData, sim_data: TrainingData | None, target_data: TrainingData | None,
+                  mean: np.ndarray, std: np.ndarray, fine_tuning: bool, opts: Any,
+                  log: Callable[[str], None]) -> tuple[TargetShift | None, _SimulationFill | None]:
+    """Covariate-shift weights and coverage toward the target; the simulation fill when it applies."""
+    if target_data is None:
+        return None, None
+    x_target = (target_data.features - mean) / std
+    with record_function("deepz.target_shift"):
+        shift = fit_target_shift((data.features - mean) / std, x_target, opts.weight_clip, opts.seed)
+    w = shift.spec_weights
+    log(f"target: {x_target.shape[0]} galaxies; spec-z weights {w.min():.2f}-{w.max():.2f} "
+        f"(effective sample {w.sum() ** 2 / np.sum(w * w):.0f} of {w.size}); "
+        f"{100 * shift.uncovered:.1f}% of the target beyond the spec-z sample's coverage")
+    fill = None
+    if opts.target_fill and sim_data is not None and fine_tuning and shift.uncovered > _FILL_MIN:
+        with record_function("deepz.target_shift"):
+            fill = _SimulationFill(shift, (sim_data.features - mean) / std, x_target, opts.seed)
+        log(f"target: simulations fill {100 * fill.fraction:.1f}% of every fine-tuning batch "
+            f"(effective {fill.n_eff:.0f} simulated galaxies)")
+    return shift, fill
+
+
+def _calibration_rows(row_weights: np.ndarray | None, n_spec: int, fill: _SimulationFill | None,
+                      sim_data: TrainingData | None, mean: np.ndarray, std: np.ndarray, device: torch.device):
+    """Weights of the spec-z rows and the held-out simulated rows of a target-weighted calibration."""
+    if fill is None:
+        return row_weights, None
+    assert sim_data is not None and sim_data.redshift is not None
+    spec = np.ones(n_spec) if row_weights is None else row_weights
+    rows = fill.calibration_rows
+    x_cal = torch.as_tensor((sim_data.features[rows] - mean) / std, device=device)
+    # spec-z rows stand for the covered share of the target, the simulated rows for the rest
+    spec_w = (1.0 - fill.fraction) * spec / spec.sum()
+    sim_w = fill.fraction * fill.calibration_weights / max(fill.calibration_weights.sum(), 1e-300)
+    return spec_w, (x_cal, sim_data.redshift[rows], sim_w)
 
 
 def calibrate_out_of_fold(model: torch.nn.Module, x: torch.Tensor, z: np.ndarray, splits: list, n_folds: int,
-                          recenter: float, fit_power: bool = False) -> tuple[Calibration, dict]:
+                          recenter: float, fit_power: bool = False, weights: np.ndarray | None = None,
+                          extra: tuple[torch.Tensor, np.ndarray, np.ndarray] | None = None
+                          ) -> tuple[Calibration, dict]:
     """Fit the PDF calibration on out-of-fold predictions.
 
     Each training galaxy (scaled features ``x`` (N, F), redshift ``z`` (N,)) is predicted by the
     members whose validation fold held it (``splits``: the members' (train, validation) indices),
     pooled with ``recenter``; returns the :class:`rail.deepz.calibration.Calibration` and a summary.
+    ``weights`` (N,): the galaxies' weights in the PIT distribution (default equal). ``extra``:
+    rows no member trained on (features (N_e, F), redshifts, weights on the scale of ``weights``),
+    row i predicted by members i, i + M, ... mod M (as many as a training galaxy's held-out members).
     """
     log_w, means, stds = predict(model, x)  # (M, N, G)
     n = x.shape[0]
@@ -215,7 +322,20 @@ def calibrate_out_of_fold(model: torch.nn.Module, x: torch.Tensor, z: np.ndarray
         t = t[:, cols]  # (M, n_rows, G)
         return torch.gather(t, 0, sel.unsqueeze(-1).expand(-1, -1, t.shape[-1]))
 
-    zt = torch.as_tensor(z[rows], device=log_w.device)
-    cal, info = fit_calibration(gather(log_w).cpu(), gather(means).cpu(), gather(stds).cpu(), zt.cpu(), recenter,
-                                 fit_power=fit_power)
+    lw, mu, sd, zt = gather(log_w).cpu(), gather(means).cpu(), gather(stds).cpu(), torch.as_tensor(z[rows])
+    w = None
+    if weights is not None:
+        w = np.asarray(weights, dtype=np.float64)
+        w = w[rows] * (w.sum() / max(w[rows].sum(), 1e-300))  # the rows used keep the spec-z rows' total
+    if extra is not None:
+        x_e, z_e, w_e = extra
+        elw, emu, esd = predict(model, x_e)  # (M, N_e, G)
+        n_e, n_models = x_e.shape[0], elw.shape[0]
+        pick = (np.arange(n_e)[None, :] + np.arange(sel.shape[0])[:, None] * max(n_models // sel.shape[0], 1)) % n_models
+        pick_t = torch.as_tensor(pick, device=elw.device)
+        take = lambda t: torch.gather(t, 0, pick_t.unsqueeze(-1).expand(-1, -1, t.shape[-1])).cpu()  # noqa: E731
+        lw, mu, sd = (torch.cat([a, take(b)], dim=1) for a, b in ((lw, elw), (mu, emu), (sd, esd)))
+        zt = torch.cat([zt, torch.as_tensor(np.asarray(z_e), dtype=zt.dtype)])
+        w = np.concatenate([np.ones(int(rows.sum())) if w is None else w, np.asarray(w_e, dtype=np.float64)])
+    cal, info = fit_calibration(lw, mu, sd, zt, recenter, fit_power=fit_power, weights=w)
     return cal, info

@@ -51,9 +51,10 @@ __all__ = [
 ]
 
 FORMAT = "pz-rail-deepz-model"
-# 2: calibration 'ambiguity' (absent in 1, read as 0); 3: meta 'photometry' (absent before: magnitudes)
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+# 2: calibration 'ambiguity' (absent in 1, read as 0); 3: meta 'photometry' (absent before: magnitudes);
+# 4: optional coverage classifiers (arrays 'coverage/...', meta 'coverage'; absent: coverage unknown)
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 _META_KEY = "__meta__"
 
 
@@ -234,17 +235,19 @@ def load_model(path: str) -> dict:
 
 
 def pack_model(net: Any, feature_mean: np.ndarray, feature_std: np.ndarray, meta: dict,
-               prior: dict[str, np.ndarray] | None = None) -> DeepzModel:
+               prior: dict[str, np.ndarray] | None = None, extra: dict[str, np.ndarray] | None = None) -> DeepzModel:
     """A model dict from a trained :class:`rail.deepz.networks.DeepzEnsemble` and its metadata.
 
     ``feature_mean``/``feature_std`` (F,) are the feature scaler, ``prior`` the fallback mixture
     (``weights``, ``means``, ``stds``, each (K,)), ``meta`` the JSON-able metadata (it must hold
-    ``architecture`` and ``n_members``).
+    ``architecture`` and ``n_members``), ``extra`` further named arrays (e.g. the coverage
+    classifiers, ``coverage/...``).
     """
     arrays = {f"net/{k}": v.detach().cpu().numpy() for k, v in net.state_dict().items()}
     arrays["feature_mean"], arrays["feature_std"] = feature_mean, feature_std
     if prior is not None:
         arrays.update({f"prior/{k}": v for k, v in prior.items()})
+    arrays.update(extra or {})
     return DeepzModel(format=FORMAT, format_version=FORMAT_VERSION, arrays=arrays, meta=meta)
 
 
@@ -259,7 +262,8 @@ class UnpackedModel:
     Attributes: ``net`` (:class:`rail.deepz.networks.DeepzEnsemble`, eval mode, on ``device``),
     ``architecture``, ``n_members``, ``feature_mean``/``feature_std`` (F,) float32 arrays,
     ``calibration`` (:class:`rail.deepz.calibration.Calibration`), ``prior`` (dict of (K,) float64
-    arrays, or None for autoencoder-only models) and ``meta``.
+    arrays, or None for autoencoder-only models), ``coverage`` (the spec-z vs target classifiers, a
+    :class:`rail.deepz.density_ratio.DensityRatio`, and the weight clip; None without a target) and ``meta``.
     """
 
     def __init__(self, model: dict, device: Any = "cpu") -> None:
@@ -284,6 +288,12 @@ class UnpackedModel:
         self.prior = None
         if "prior/weights" in arrays:
             self.prior = {k: np.asarray(arrays[f"prior/{k}"], dtype=np.float64) for k in ("weights", "means", "stds")}
+        self.coverage = None  # (DensityRatio, clip) of a model informed with a target sample
+        if "coverage" in meta:
+            from .density_ratio import DensityRatio  # pylint: disable=import-outside-toplevel
+
+            ratio = DensityRatio.from_arrays(arrays, "coverage", int(meta["coverage"]["n_features"]))
+            self.coverage = (ratio, float(meta["coverage"]["clip"]))
 
 
 def unpack_model(model: dict, device: Any = "cpu") -> UnpackedModel:

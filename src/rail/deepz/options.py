@@ -126,6 +126,20 @@ _TRANSFER = [
            lo=0.0, hi=1.0, hi_open=True),
 ]
 
+# used only when inform is given the unlabelled target photometry (input / keyword 'target')
+_TARGET = [
+    Option("target_weights", "bool", True, "with a target: weight each spec-z galaxy by p_target(x) / p_spec(x) "
+           "(a classifier on the network inputs) in the fine-tuning loss, best-epoch selection and calibration"),
+    Option("weight_clip", "float", 5.0, "with a target: largest covariate-shift weight; where the target is denser "
+           "than this x the spec-z density, the spec-z sample covers it only in part (ancil 'coverage' < 1)",
+           lo=1.0),
+    Option("target_fill", "bool", True, "with a target and sims: simulations weighted toward the target fill "
+           "the part of it the spec-z sample does not cover, in fine-tuning and calibration (their share of "
+           "each batch is that uncovered fraction; replaces finetune_sim_fraction)"),
+    Option("target_sim_noise", "bool", True, "with a target and sims holding noiseless fluxes (flux_true_*): "
+           "redraw the simulations' noise from the target's error-vs-magnitude relation before use"),
+]
+
 _AUGMENTATION = [
     Option("use_exposures", "str", "auto", "read flux_{band}_exp{k} exposure columns: 'auto' (when present), "
            "'yes', 'no'", choices=USE_EXPOSURES),
@@ -147,7 +161,8 @@ _CHECKPOINTS = [
 ]
 
 #: every DeepzInformer option (RAIL shared parameters first)
-INFORM_OPTIONS: list[Option] = _SHARED + [_PHOTOMETRY] + _NETWORK + _TRAINING + _TRANSFER + _AUGMENTATION + _CHECKPOINTS
+INFORM_OPTIONS: list[Option] = (_SHARED + [_PHOTOMETRY] + _NETWORK + _TRAINING + _TRANSFER + _TARGET + _AUGMENTATION
+                                 + _CHECKPOINTS)
 
 #: every DeepzEstimator option (RAIL shared parameters first)
 ESTIMATE_OPTIONS: list[Option] = [

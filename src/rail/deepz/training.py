@@ -184,7 +184,7 @@ class _Trainer:
                  ratios: torch.Tensor, ratio_err: torch.Tensor, splits: list[tuple[np.ndarray, np.ndarray]],
                  members: list[int], config: TrainConfig, redshift_weight: float, inputs: InputSource | None,
                  frozen: Sequence[str], anchor: dict[str, torch.Tensor] | None, anchor_weight: float,
-                 aux: AuxiliaryData | None) -> None:
+                 aux: AuxiliaryData | None, row_weights: torch.Tensor | None = None) -> None:
         m = model.n_members
         if len(members) != m or not all(0 <= i < len(splits) for i in members):
             raise ValueError(f"{len(splits)} splits and member indices {members} for {m} ensemble members")
@@ -194,6 +194,7 @@ class _Trainer:
         self.features, self.redshift, self.ratios, self.ratio_err = features, redshift, ratios, ratio_err
         self.redshift_weight, self.inputs, self.aux, self.anchor_weight = redshift_weight, inputs, aux, anchor_weight
         self.device = features.device
+        self.row_weights = row_weights
         self.splits = [splits[i] for i in members]
         self.order_rngs = [member_rng(config.seed, i, "order") for i in members]
         model.set_noise(MemberNoise([member_rng(config.seed, i, "dropout") for i in members]))
@@ -242,6 +243,8 @@ class _Trainer:
             if source is None:
                 rat, rat_err = _gather_rows(self.ratios, idx), _gather_rows(self.ratio_err, idx)
             loss = loss + cfg.ae_weight * reconstruction_loss(recon, rat, rat_err)
+        if self.row_weights is not None and source is self.inputs and zsrc is self.redshift:
+            loss = loss * _gather_rows(self.row_weights, idx)
         if mask is not None:
             loss = torch.where(mask, loss, torch.zeros_like(loss))
         return loss, mask
@@ -290,13 +293,18 @@ class _Trainer:
         val = torch.zeros(self.m, device=self.device)
         val_count = torch.zeros(self.m, device=self.device)
         for s in range(0, self.n_val_max, 4096):
-            lv, vmask = self.member_loss(self.val_idx[:, s : s + 4096])
+            idx = self.val_idx[:, s : s + 4096]
+            lv, vmask = self.member_loss(idx)  # already multiplied by the row weights
             vm = self.val_mask[:, s : s + 4096]
             if vmask is not None:
                 vm = vm * vmask
+            if self.row_weights is not None:  # a weighted mean: sum w l / sum w
+                val_count += (vm * _gather_rows(self.row_weights, idx)).sum(dim=1)
+            elif vmask is not None:
                 val_count += vm.sum(dim=1)
             val += (lv * vm).sum(dim=1)
-        denom = self.val_mask.sum(dim=1) if self.inputs is None else val_count.clamp_min(1)
+        exact = self.inputs is None and self.row_weights is None
+        denom = self.val_mask.sum(dim=1) if exact else val_count.clamp_min(1e-12)
         return (val / denom).cpu().numpy()
 
     def keep_best(self, improved: np.ndarray, best_state: dict) -> None:
@@ -333,6 +341,7 @@ def train_ensemble(
     aux: AuxiliaryData | None = None,
     checkpoint: "EpochCheckpoint | None" = None,
     members: Sequence[int] | None = None,
+    row_weights: torch.Tensor | None = None,
 ) -> TrainResult:
     """Train every member on its split; keep each member's best-validation-epoch weights.
 
@@ -348,11 +357,13 @@ def train_ensemble(
     resumes from a checkpoint of this same training (bit-for-bit the uninterrupted result).
     ``members``: the indices in ``splits`` of the model's members (e.g. one MPI rank's share;
     default all). Every member has its own random streams, so it trains the same alone or with
-    others; batch augmentation draws from one shared generator.
+    others; batch augmentation draws from one shared generator. ``row_weights`` (N,): per-row
+    weights of the loss of the training rows, in training and best-epoch selection (e.g.
+    covariate-shift weights toward a target sample; None = 1).
     """
     members = list(range(len(splits))) if members is None else [int(i) for i in members]
     t = _Trainer(model, features, redshift, ratios, ratio_err, splits, members, config, redshift_weight, inputs,
-                 frozen, anchor, anchor_weight, aux)
+                 frozen, anchor, anchor_weight, aux, row_weights)
     m = t.m
     best_loss = np.full(m, np.inf)
     best_epoch = np.zeros(m, dtype=int)
@@ -364,7 +375,8 @@ def train_ensemble(
 
         resume = EpochResumer(checkpoint, model, t.opt, best_state, t.order_rngs, inputs, aux, progress=progress,
                               fingerprint_parts=[config, t.splits, members, features, redshift, ratios, ratio_err,
-                                                 redshift_weight, list(t.frozen), anchor, anchor_weight])
+                                                 redshift_weight, list(t.frozen), anchor, anchor_weight]
+                              + ([] if row_weights is None else [row_weights]))
         saved = resume.restore()
         if saved is not None:
             start, best_loss, best_epoch, history = saved

@@ -196,9 +196,14 @@ def finetune_config(opts: Any) -> TrainConfig:
 
 
 def simulation_batches(sim_data: "TrainingData", mean: np.ndarray, std: np.ndarray, opts: Any,
-                       device: torch.device, cfg: TrainConfig) -> AuxiliaryData:
-    """Simulated rows mixed into fine-tuning batches (``finetune_sim_fraction`` of each batch)."""
-    frac = float(opts.finetune_sim_fraction)
+                       device: torch.device, cfg: TrainConfig, fraction: float | None = None,
+                       indices: np.ndarray | None = None) -> AuxiliaryData:
+    """Simulated rows mixed into fine-tuning batches.
+
+    ``fraction`` of each batch (default option ``finetune_sim_fraction``), drawn from the rows
+    ``indices`` (default all; repeated indices are drawn as often as they appear).
+    """
+    frac = float(opts.finetune_sim_fraction if fraction is None else fraction)
     if not 0.0 < frac < 1.0:
         raise ValueError(f"option 'finetune_sim_fraction' must be in [0, 1), got {frac}")
     assert sim_data.fluxes is not None and sim_data.redshift is not None
@@ -207,7 +212,8 @@ def simulation_batches(sim_data: "TrainingData", mean: np.ndarray, std: np.ndarr
                          device, cfg.seed + 2000)
     n_aux = max(1, int(round(cfg.batch_size * frac / (1.0 - frac))))
     return AuxiliaryData(inputs=inputs, redshift=torch.as_tensor(sim_data.redshift, device=device),
-                         indices=np.arange(len(inputs)), batch_size=n_aux, weight=frac / (1.0 - frac))
+                         indices=np.arange(len(inputs)) if indices is None else np.asarray(indices),
+                         batch_size=n_aux, weight=frac / (1.0 - frac))
 
 
 def summary(pretrained: Mapping, opts: Any) -> dict:

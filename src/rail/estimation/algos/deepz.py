@@ -31,7 +31,7 @@ from rail.deepz.options import ESTIMATE_OPTIONS, INFORM_OPTIONS, estimate_option
 from rail.deepz.schema import stage_parameters
 from rail.deepz.stage_options import CheckedOptions
 
-__all__ = ["DeepzInformer", "DeepzTransferInformer", "DeepzEstimator"]
+__all__ = ["DeepzInformer", "DeepzTransferInformer", "DeepzTargetInformer", "DeepzTargetTransferInformer", "DeepzEstimator"]
 
 
 def _select_group(data: Any, groupname: str, option_owner: str) -> Any:
@@ -84,8 +84,10 @@ class DeepzInformer(CheckedOptions, _InputFilesChecked, CatInformer):
         super().__init__(args, **kwargs)
         self._sims_data: Any = None
         self._pretrained_data: Any = None
+        self._target_data: Any = None
 
-    def inform(self, training_data: Any, sims: Any = None, pretrained: Any = None, **kwargs: Any) -> Any:
+    def inform(self, training_data: Any, sims: Any = None, pretrained: Any = None, target: Any = None,
+               **kwargs: Any) -> Any:
         """Train a Deepz model.
 
         Parameters
@@ -96,17 +98,21 @@ class DeepzInformer(CheckedOptions, _InputFilesChecked, CatInformer):
             Simulation table (e.g. DeepzSimCreator output) to pretrain on before fine-tuning.
         pretrained : dict, optional
             A pretrained model (in memory) to fine-tune from; overrides ``pretrained_model``.
+        target : dict or TableHandle, optional
+            Unlabelled photometry of the galaxies to be estimated (same columns and group as
+            ``training_data``; redshifts never read): training is weighted toward it (options
+            ``target_weights``, ``weight_clip``, ``target_fill``, ``target_sim_noise``).
 
         Returns
         -------
         ModelHandle
             Handle of the trained (or pretrained) model.
         """
-        self._sims_data, self._pretrained_data = sims, pretrained
+        self._sims_data, self._pretrained_data, self._target_data = sims, pretrained, target
         try:
             return super().inform(training_data, **kwargs)
         finally:
-            self._sims_data, self._pretrained_data = None, None
+            self._sims_data, self._pretrained_data, self._target_data = None, None, None
 
     def inform_options(self) -> Any:
         """The stage's options as a checked :class:`rail.deepz.options.InformOptions`."""
@@ -129,6 +135,17 @@ class DeepzInformer(CheckedOptions, _InputFilesChecked, CatInformer):
         if group and isinstance(sims, dict) and group not in sims and self.config.ref_band in sims:
             return sims  # already a flat table
         return _select_group(sims, group, f"{self.name} (option 'sims_groupname')")
+
+    def _target(self) -> Any:
+        """The target photometry: ``inform(..., target=...)`` or the 'target' input, or None."""
+        target = self._target_data
+        if target is None and "target" in self.input_tags():
+            target = self.get_data("target")
+        if target is None:
+            return None
+        if hasattr(target, "data") and not isinstance(target, dict):
+            target = target.data if target.data is not None else target.read()
+        return _select_group(target, self.config.hdf5_groupname, f"{self.name} (input 'target')")
 
     def _pretrained(self) -> Any:
         if self._pretrained_data is not None:
@@ -170,7 +187,7 @@ class DeepzInformer(CheckedOptions, _InputFilesChecked, CatInformer):
             model = transfer.pretrain(data if sims is None else sims, opts, progress=log, **ckpt) if root else None
         else:
             model = train_deepz(data, opts, progress=log, sims=sims, pretrained=self._pretrained(), **ckpt,
-                                comm=self.comm if self.size > 1 else None)
+                                comm=self.comm if self.size > 1 else None, target=self._target())
         self.model = model
         self.add_data("model", model)  # None on ranks > 0: only rank 0 holds (and writes) the model
 
@@ -218,14 +235,55 @@ class DeepzTransferInformer(DeepzInformer):
         return super().inform(training_data, pretrained=pretrained, **kwargs)
 
 
+class DeepzTargetInformer(DeepzInformer):
+    """DeepzInformer with a second input, ``target``, for ceci pipelines: the photometry to estimate.
+
+    Connect the catalogue the estimator will run on (its redshifts are never read). Same options
+    as DeepzInformer; interactive: ``inform(training_data, target=...)`` on either class.
+    """
+
+    name = "DeepzTargetInformer"
+    interactive_function = "deepz_target_informer"
+    inputs = [("input", TableHandle), ("target", TableHandle)]
+
+    def inform(self, training_data: Any, sims: Any = None, pretrained: Any = None, target: Any = None,
+               **kwargs: Any) -> Any:
+        if target is not None:
+            self.set_data("target", target)
+        return super().inform(training_data, sims=sims, pretrained=pretrained, **kwargs)
+
+    inform.__doc__ = DeepzInformer.inform.__doc__
+
+
+class DeepzTargetTransferInformer(DeepzTransferInformer):
+    """DeepzTransferInformer with a third input, ``target`` (see :class:`DeepzTargetInformer`).
+
+    Pretrains on ``sims``, then fine-tunes on ``input`` weighted toward ``target``, with the
+    simulations filling the part of the target the spec-z sample does not cover.
+    """
+
+    name = "DeepzTargetTransferInformer"
+    interactive_function = "deepz_target_transfer_informer"
+    inputs = [("input", TableHandle), ("sims", TableHandle), ("target", TableHandle)]
+
+    def inform(self, training_data: Any, sims: Any = None, pretrained: Any = None, target: Any = None,
+               **kwargs: Any) -> Any:
+        if target is not None:
+            self.set_data("target", target)
+        return super().inform(training_data, sims=sims, pretrained=pretrained, **kwargs)
+
+    inform.__doc__ = DeepzInformer.inform.__doc__
+
+
 class DeepzEstimator(CheckedOptions, _InputFilesChecked, CatEstimator):
     """Photo-z PDFs from a trained Deepz ensemble, as qp Gaussian mixtures.
 
     Every galaxy's PDF is the pooled mixture of all ensemble members (K = members x n_gaussians
     components, member weights divided by the member count), calibrated as stored in the model.
     Ancil columns: ``zmode`` (exact mode of the mixture), ``zmean`` (analytic), ``zmedian``,
-    ``zstd``, ``odds`` (probability within zmode +- odds_window (1 + zmode), as BPZ's ODDS) and
-    ``deepz_flag`` (bit mask, see :mod:`rail.deepz.flags`).
+    ``zstd``, ``odds`` (probability within zmode +- odds_window (1 + zmode), as BPZ's ODDS),
+    ``coverage`` (how well the spec-z training sample represents the galaxy, in [0, 1], for models
+    informed with a ``target``; NaN otherwise) and ``deepz_flag`` (bit mask, see :mod:`rail.deepz.flags`).
     """
 
     name = "DeepzEstimator"
