@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
-from rail.core.data import Hdf5Handle, ModelHandle
+from rail.core.data import DataHandle, Hdf5Handle, ModelHandle
 from rail.creation.engine import Creator
 
 from rail.deepz.schema import stage_parameters
@@ -24,6 +24,14 @@ class DeepzSimCreator(CheckedOptions, Creator):
     ``mag_distribution`` and given noise (``noise_model``) and, optionally, individual exposures.
     The ``model`` input is not needed (the stage is fully defined by its options); leave it unset
     (``rail.interactive`` requires it: pass ``model="none"``).
+
+    The simulations can carry the noise of a target catalogue (the unlabelled photometry to be
+    estimated, in the ``bands`` / ``err_bands`` columns): with ``noise_model='target'`` the errors
+    follow the target's median error vs magnitude. Interactively, pass the table to
+    ``sample(target=...)``, which also gives ``mag_distribution='histogram'`` the target's
+    reference-band magnitudes when ``mag_reference_file`` is unset. In ceci pipelines, where
+    ``sample`` is not called, set ``noise_reference_file`` (and ``mag_reference_file``) to the
+    target file instead.
     The simulations page of the documentation lists every option and the output columns.
     """
 
@@ -40,8 +48,10 @@ class DeepzSimCreator(CheckedOptions, Creator):
     outputs = [("output", Hdf5Handle)]
 
     def __init__(self, args: Any, **kwargs: Any) -> None:
+        self._target_data: Any = None
         super().__init__(args, **kwargs)
-        self._resolved = validate_options(self._options())
+        # a target table may still come with sample(target=...): checked fully when the stage runs
+        self._resolved = validate_options(self._options(), has_target=None)
 
     def open_model(self, tag: str = "model", **kwargs: Any) -> Any:
         """The simulation needs no model: ``model`` may be absent, None or "None" (ignored otherwise)."""
@@ -55,9 +65,26 @@ class DeepzSimCreator(CheckedOptions, Creator):
         return {name: self.config[name] for name in OPTIONS}
 
     def _check_option_values(self) -> None:
-        self._resolved = validate_options(self._options())
+        self._resolved = validate_options(self._options(), has_target=None)
 
-    def sample(self, n_samples: int | None = None, seed: int | None = None, **kwargs: Any) -> Hdf5Handle:
+    def _target(self) -> Any:
+        """The target table given to :meth:`sample`, flat (unwrapped from a handle and from the
+        ``hdf5_groupname`` group when it has one), or None."""
+        target = self._target_data
+        if target is None:
+            return None
+        if isinstance(target, DataHandle):
+            target = target.data if target.data is not None else target.read()
+        group = self.config.hdf5_groupname
+        if group and isinstance(target, Mapping) and group in target and self.config.ref_band not in target:
+            target = target[group]
+        if not hasattr(target, "__getitem__") or not hasattr(target, "__contains__"):
+            raise TypeError(f"{self.name}: 'target' must be a table (dict of columns, pandas DataFrame or RAIL "
+                            f"TableHandle), got {type(target).__name__}")
+        return target
+
+    def sample(self, n_samples: int | None = None, seed: int | None = None, target: Any = None,
+               **kwargs: Any) -> Hdf5Handle:
         """Simulate a catalogue of galaxies.
 
         Parameters
@@ -66,7 +93,12 @@ class DeepzSimCreator(CheckedOptions, Creator):
             Number of galaxies; defaults to the ``n_samples`` option.
         seed : int, optional
             Seed of every random draw (parameters, magnitudes, noise, exposures); defaults to the
-            ``seed`` option. The same seed and options give the same catalogue.
+            ``seed`` option. The same seed, options and target give the same catalogue.
+        target : dict, pandas.DataFrame or TableHandle, optional
+            The unlabelled target photometry (magnitudes in the ``bands`` / ``err_bands`` columns,
+            flat or in the ``hdf5_groupname`` group; labels are never read). Used by
+            ``noise_model='target'`` (in place of ``noise_reference_file``) and by
+            ``mag_distribution='histogram'`` when ``mag_reference_file`` is unset.
         **kwargs : Any
             Option overrides, validated before any work starts.
 
@@ -81,7 +113,11 @@ class DeepzSimCreator(CheckedOptions, Creator):
         """
         n_samples = self.config.n_samples if n_samples is None else n_samples
         seed = self.config.seed if seed is None else seed
-        return super().sample(n_samples=n_samples, seed=seed, **kwargs)
+        self._target_data = target
+        try:
+            return super().sample(n_samples=n_samples, seed=seed, **kwargs)
+        finally:
+            self._target_data = None  # a table held in memory is not kept by the stage
 
     def run(self) -> None:
         """Validate the options, simulate, and add the table as the ``output``."""
@@ -92,6 +128,6 @@ class DeepzSimCreator(CheckedOptions, Creator):
             raise ValueError(f"Option 'n_samples' = {n_samples!r} is invalid: expected a positive integer")
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise ValueError(f"Option 'seed' = {seed!r} is invalid: expected an integer")
-        table = simulate_catalogue(n_samples, seed, opts)
+        table = simulate_catalogue(n_samples, seed, opts, target=self._target())
         group = self.config.hdf5_groupname
         self.add_data("output", {group: table} if group else table)

@@ -7,11 +7,12 @@ import contextlib
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
-from ..inputs import band_key, pack_exposures
+from ..error_relation import ErrorRelation
+from ..inputs import band_key, pack_exposures, read_column
 from .cosmology import luminosity_distance_cm
 from .engines import FSPSEngine, SSPEngine, TemplateEngine, template_files
 from .exposures import simulate_exposures
@@ -22,6 +23,7 @@ from .options import OPTIONS, SimulationOptionError, default_options, validate_o
 from .photometry import (build_projection, continuum_band_luminosity, line_band_luminosity, njy_to_mag,
                          required_rest_range, to_njy)
 from .priors import PRIOR_OPTIONS, draw_parameters
+from .retarget import read_target_file, target_error_relation
 from .ssp_grid import get_ssp_grid
 
 __all__ = ["OPTIONS", "SimulationOptionError", "default_options", "validate_options", "make_engine",
@@ -129,14 +131,49 @@ def intrinsic_fluxes(engine: Any, params: dict[str, np.ndarray], filters: Filter
     return out
 
 
-def simulate_catalogue(n_samples: int, seed: int, opts: dict) -> dict[str, np.ndarray]:
+def _target_inputs(opts: dict, bands: list[str], err_bands: list[str],
+                   target: Mapping[str, Any] | None) -> tuple[ErrorRelation | None, np.ndarray | None]:
+    """What the simulation takes from the target catalogue: its error relation (noise_model
+    'target') and its reference-band magnitudes (histogram without a mag_reference_file), or None.
+
+    ``target`` (a flat table in memory) wins over ``noise_reference_file``.
+    """
+    relation = reference = None
+    if opts["noise_model"] == "target":
+        noise_table, source = target, "the target table"
+        if noise_table is None:
+            path = opts["noise_reference_file"]
+            noise_table = read_target_file(path, opts["hdf5_groupname"], bands[0])
+            source = f"option 'noise_reference_file' ({path!r})"
+        relation = target_error_relation(noise_table, bands, err_bands, opts["nondetect_val"],
+                                         opts["nonobserved_val"], source)
+    if opts["mag_distribution"] == "histogram" and not opts["mag_reference_file"] and target is not None:
+        column = opts["mag_reference_column"] or opts["ref_band"]
+        try:
+            reference = read_column(target, column)
+        except KeyError as exc:
+            raise KeyError(f"mag_distribution='histogram' without mag_reference_file reads the target table: "
+                           f"{exc.args[0]}") from None
+    return relation, reference
+
+
+def simulate_catalogue(n_samples: int, seed: int, opts: dict,
+                       target: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
     """Simulate ``n_samples`` galaxies; returns a flat dict of columns (see docs/simulations.md).
 
     Random streams (parameters, magnitudes, noise, exposures) are spawned from ``seed`` separately, so
     e.g. switching exposures on does not change the galaxies' parameters.
+
+    ``target``: the unlabelled photometry to be estimated, a flat table with the ``bands`` /
+    ``err_bands`` columns (magnitudes). With ``noise_model='target'`` the errors follow its
+    error-vs-magnitude relation (else that of ``noise_reference_file``); with
+    ``mag_distribution='histogram'`` and no ``mag_reference_file``, the reference magnitudes are its
+    ``mag_reference_column`` (default ``ref_band``).
     """
-    resolved = validate_options(opts)
+    resolved = validate_options(opts, has_target=target is not None)
     filters, bands, err_bands = resolved["filters"], resolved["bands"], resolved["err_bands"]
+    # read and fit the target before the synthesis, so that a bad table fails before the expensive part
+    relation, reference = _target_inputs(opts, bands, err_bands, target)
     rng_par, rng_mag, rng_noise, rng_exp = (np.random.default_rng(s)
                                             for s in np.random.SeedSequence(int(seed)).spawn(4))
     engine = make_engine(opts, filters)
@@ -148,14 +185,13 @@ def simulate_catalogue(n_samples: int, seed: int, opts: dict) -> dict[str, np.nd
             engine.close()
     ref = bands.index(opts["ref_band"])
     ref_model_mag = njy_to_mag(model_flux[:, ref])
-    reference = None
-    if opts["mag_distribution"] == "histogram":
+    if opts["mag_distribution"] == "histogram" and reference is None:
         reference = read_reference_mags(opts["mag_reference_file"],
                                         opts["mag_reference_column"] or opts["ref_band"], opts["hdf5_groupname"])
-    target = draw_reference_mags(rng_mag, int(n_samples), opts["mag_distribution"], opts["mag_range"],
-                                 opts["mag_slope"], reference)
+    ref_mags = draw_reference_mags(rng_mag, int(n_samples), opts["mag_distribution"], opts["mag_range"],
+                                   opts["mag_slope"], reference)
     with np.errstate(invalid="ignore", over="ignore"):
-        scale = np.where(np.isfinite(ref_model_mag), 10.0 ** (-0.4 * (target - ref_model_mag)), 0.0)
+        scale = np.where(np.isfinite(ref_model_mag), 10.0 ** (-0.4 * (ref_mags - ref_model_mag)), 0.0)
     true_flux = model_flux * scale[:, None]
 
     if opts["noise_model"] == "depth":
@@ -163,6 +199,9 @@ def simulate_catalogue(n_samples: int, seed: int, opts: dict) -> dict[str, np.nd
         sigma = depth_flux_errors(true_flux, resolved["depths"], gammas, opts["sys_error"])
     elif opts["noise_model"] == "snr":
         sigma = snr_flux_errors(true_flux, resolved["snr"])
+    elif opts["noise_model"] == "target":
+        assert relation is not None
+        sigma = relation.flux_errors(true_flux)
     else:
         sigma = np.zeros_like(true_flux)
 

@@ -7,7 +7,8 @@ import numpy as np
 from .constants import AB_ZEROPOINT_NJY, MAG_ERR_FACTOR
 from .photometry import mag_to_njy
 
-NOISE_MODELS = ("depth", "snr", "none")
+# "target": the error-vs-magnitude relation of a target catalogue (rail.deepz.error_relation)
+NOISE_MODELS = ("depth", "snr", "target", "none")
 # LSST 10-year coadded 5-sigma point-source depths (Ivezic et al. 2019, ApJ 873, 111, Table 1)
 LSST_10YR_DEPTHS = {"u": 26.1, "g": 27.4, "r": 27.5, "i": 26.8, "z": 26.1, "y": 24.9}
 # gamma of the LSST random-error model (Ivezic et al. 2019, eq. 5 and Table 2)

@@ -70,7 +70,12 @@ _OPTION_LIST = [
     Option("mag_slope", "float", 0.3, "powerlaw: dN/dm ~ 10^(mag_slope m)", lo=-5.0, hi=5.0),
     Option("mag_reference_file", "str", "", "histogram: RAIL table file holding reference magnitudes"),
     Option("mag_reference_column", "str", "", "histogram: column of mag_reference_file (default: ref_band)"),
-    Option("noise_model", "str", "depth", "photometric noise", choices=tuple(NOISE_MODELS)),
+    Option("noise_model", "str", "depth", "photometric noise: 'depth' (LSST error model), 'snr' (fixed S/N), "
+           "'target' (the median error vs magnitude of a target catalogue: the table given to sample(target=...) "
+           "or noise_reference_file), 'none'", choices=tuple(NOISE_MODELS)),
+    Option("noise_reference_file", "str", "", "noise_model='target': RAIL table file (hdf5 group hdf5_groupname, "
+           "or flat; parquet) with the target photometry in the bands / err_bands columns; used when no target "
+           "table is given to sample()"),
     Option("depths", "dict", {}, "5-sigma depths [AB] per filter name or band column (default LSST 10-year for "
            "u-y)"),
     Option("snr_broad", "float", 35.0, "noise_model='snr': S/N of broad bands (FWHM >= 300 A)", lo=1e-6),
@@ -152,10 +157,31 @@ def _per_band(mapping: dict, filters: FilterSet, columns: list[str], default: di
     return arr
 
 
-def validate_options(opts: dict) -> dict:
+def _check_reference_files(opts: dict, has_target: bool | None) -> None:
+    """The files the magnitudes and the noise are read from, where the options need them.
+
+    A target table given in memory stands in for both files; ``has_target`` None (not known yet,
+    e.g. when a stage is built before ``sample(target=...)``) checks only the paths that are set.
+    """
+    needs = (("mag_reference_file", opts["mag_distribution"] == "histogram", "mag_distribution='histogram'"),
+             ("noise_reference_file", opts["noise_model"] == "target", "noise_model='target'"))
+    for option, needed, why in needs:
+        path = str(opts[option])
+        if not needed:
+            continue
+        if path and not os.path.isfile(path):
+            _fail(option, path, f"{why} needs an existing RAIL table file")
+        if not path and has_target is False:
+            _fail(option, path, f"{why} needs an existing RAIL table file, or a target table "
+                                "(DeepzSimCreator.sample(target=...), simulate_catalogue(..., target=...))")
+
+
+def validate_options(opts: dict, has_target: bool | None = False) -> dict:
     """Check every option (raising :class:`SimulationOptionError` naming it); return resolved settings.
 
-    The returned dict holds the built ``filters``, ``bands``, ``err_bands``, ``depths``/``snr`` arrays.
+    ``has_target``: whether a target table is given in memory (it can replace ``mag_reference_file``
+    and ``noise_reference_file``); None when not known yet. The returned dict holds the built
+    ``filters``, ``bands``, ``err_bands``, ``depths``/``snr`` arrays.
     """
     try:
         check_values(list(OPTIONS.values()), opts)
@@ -172,10 +198,8 @@ def validate_options(opts: dict) -> dict:
     if opts["n_exposures_range"][1] < 1:
         _fail("n_exposures_range", opts["n_exposures_range"], "the maximum must be at least 1")
     if opts["exposures"] and opts["noise_model"] == "none":
-        _fail("exposures", True, "individual exposures need noise: set noise_model to 'depth' or 'snr'")
-    if opts["mag_distribution"] == "histogram" and not os.path.isfile(str(opts["mag_reference_file"])):
-        _fail("mag_reference_file", opts["mag_reference_file"],
-              "mag_distribution='histogram' needs an existing RAIL table file")
+        _fail("exposures", True, "individual exposures need noise: set noise_model to 'depth', 'snr' or 'target'")
+    _check_reference_files(opts, has_target)
     if opts["engine"] == "templates":
         try:
             template_files(opts["template_set"], opts["template_list"])
