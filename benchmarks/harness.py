@@ -412,17 +412,17 @@ _STAGES = iter(range(10**9))  # stage names must be unique within a process
 
 
 def deepz_inform(table: dict[str, Any], sims: dict | None = None, pretrained: dict | None = None,
-                 **options: Any) -> dict:
+                 target: dict | None = None, **options: Any) -> dict:
     """A Deepz model trained in memory (DeepzInformer with ``options``; nothing is written).
 
-    ``table`` and ``sims`` are flat tables (column -> array of shape (N,)); ``pretrained`` a model to
-    fine-tune from.
+    ``table``, ``sims`` and ``target`` are flat tables (column -> array of shape (N,)); ``pretrained``
+    a model to fine-tune from; ``target`` the unlabelled photometry to weight training toward.
     """
     from rail.deepz import DeepzInformer
 
     stage = DeepzInformer.make_stage(name=f"inform_{next(_STAGES)}", hdf5_groupname="", sims_groupname="",
                                      output_mode="return", checkpoint_dir="none", **options)
-    stage.inform(table, sims=sims, pretrained=pretrained)
+    stage.inform(table, sims=sims, pretrained=pretrained, target=target)
     return stage.get_data("model")
 
 

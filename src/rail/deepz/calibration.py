@@ -32,15 +32,30 @@ class Calibration:
     weight_power: float = 1.0
     shift: float = 0.0
     ambiguity: float = 0.0
+    # models informed with a target: a galaxy of coverage c (rail.deepz.target_shift) has its
+    # widths scaled by 1 + (uncovered_scale - 1)(1 - c) and its means moved by uncovered_shift (1 - c) sigma
+    uncovered_scale: float = 1.0
+    uncovered_shift: float = 0.0
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if self.uncovered_scale == 1.0 and self.uncovered_shift == 0.0:  # not fitted: kept out of the metadata
+            del out["uncovered_scale"], out["uncovered_shift"]
+        return out
+
+    @property
+    def uses_coverage(self) -> bool:
+        return self.uncovered_scale != 1.0 or self.uncovered_shift != 0.0
 
 
 def apply_calibration(
-    log_w: torch.Tensor, means: torch.Tensor, stds: torch.Tensor, cal: Calibration
+    log_w: torch.Tensor, means: torch.Tensor, stds: torch.Tensor, cal: Calibration,
+    coverage: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Calibrate per-member mixtures (M, N, G); returns (log_w, means, stds) of the same shape."""
+    """Calibrate per-member mixtures (M, N, G); returns (log_w, means, stds) of the same shape.
+
+    ``coverage`` (N,): the galaxies' coverage, used by the ``uncovered_*`` terms (1 when None).
+    """
     if cal.weight_power != 1.0:
         log_w = torch.log_softmax(log_w * cal.weight_power, dim=-1)
     pooled = means.shape[0] > 1
@@ -56,6 +71,10 @@ def apply_calibration(
         means = means + cal.shift * stds
     if cal.std_scale != 1.0:
         stds = stds * cal.std_scale
+    if coverage is not None and cal.uses_coverage:
+        u = (1.0 - coverage.to(stds.dtype).clamp(0.0, 1.0)).reshape(1, -1, 1)  # (1, N, 1)
+        means = means + cal.uncovered_shift * u * stds
+        stds = stds * (1.0 + (cal.uncovered_scale - 1.0) * u)
     if pooled and cal.ambiguity != 0.0:
         assert weights is not None and spread is not None
         means, stds = _narrow_pool(weights, means, stds, cal.ambiguity * spread)
@@ -81,10 +100,11 @@ def _narrow_pool(weights: torch.Tensor, means: torch.Tensor, stds: torch.Tensor,
 
 
 def pool_members(
-    log_w: torch.Tensor, means: torch.Tensor, stds: torch.Tensor, cal: Calibration
+    log_w: torch.Tensor, means: torch.Tensor, stds: torch.Tensor, cal: Calibration,
+    coverage: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Calibrate and pool (M, N, G) member mixtures into (N, M*G) weights, means, stds."""
-    return mixture.combine_members(*apply_calibration(log_w, means, stds, cal))
+    return mixture.combine_members(*apply_calibration(log_w, means, stds, cal, coverage))
 
 
 def pit_cvm(pit: np.ndarray, weights: np.ndarray | None = None) -> float:
@@ -121,12 +141,16 @@ def fit_calibration(
     bounds_shift: tuple[float, float] = (-1.0, 1.0),
     fit_power: bool = False,
     weights: np.ndarray | None = None,
+    coverage: np.ndarray | None = None,
 ) -> tuple[Calibration, dict]:
     """Fit ``std_scale`` and ``shift`` (and ``weight_power`` when ``fit_power``) on held-out predictions.
 
     ``log_w, means, stds`` (S, N, G): for each of N galaxies the S members that did not train
     on it; z (N,) the true redshifts; ``weights`` (N,) optional weights of the galaxies in the PIT
-    distribution (e.g. toward a target population). Returns the calibration and a summary (CvM before/after).
+    distribution (e.g. toward a target population); ``coverage`` (N,) the galaxies' coverage: when
+    some are poorly covered (rows standing for the target beyond the spec-z sample, e.g. held-out
+    simulations) ``uncovered_scale`` and ``uncovered_shift`` are fitted too. Returns the calibration
+    and a summary (CvM before/after).
     """
     from scipy.optimize import minimize
 
@@ -134,28 +158,47 @@ def fit_calibration(
     lw, mu, sd = log_w.double(), means.double(), stds.double()
     if not fit_power:
         bounds_power = (1.0, 1.0)
-    lo = np.array([np.log(bounds_scale[0]), np.log(bounds_power[0]), bounds_shift[0]])
-    hi = np.array([np.log(bounds_scale[1]), np.log(bounds_power[1]), bounds_shift[1]])
+    cov = None
+    if coverage is not None:
+        c = np.clip(np.asarray(coverage, dtype=np.float64), 0.0, 1.0)
+        w_all = np.ones_like(c) if weights is None else np.asarray(weights, dtype=np.float64)
+        if np.sum(w_all * (1.0 - c)) > 0.02 * np.sum(w_all):  # enough poorly covered weight to fit its terms
+            cov = torch.as_tensor(c)
+    fit_cov = cov is not None
+    lo = np.array([np.log(bounds_scale[0]), np.log(bounds_power[0]), bounds_shift[0], np.log(0.5), -1.0])
+    hi = np.array([np.log(bounds_scale[1]), np.log(bounds_power[1]), bounds_shift[1], np.log(4.0), 1.0])
+    if not fit_cov:
+        lo[3:], hi[3:] = 0.0, 0.0
 
     def make(theta: np.ndarray) -> Calibration:
-        t = np.clip(theta, lo, hi)
+        t = np.clip(np.r_[theta, np.zeros(5 - len(theta))], lo, hi)
         return Calibration(recenter=recenter, std_scale=float(np.exp(t[0])), weight_power=float(np.exp(t[1])),
-                           shift=float(t[2]))
+                           shift=float(t[2]), uncovered_scale=float(np.exp(t[3])), uncovered_shift=float(t[4]))
+
+    base = np.ones(z.numel()) if weights is None else np.asarray(weights, dtype=np.float64)
+    # with coverage terms: the covered and the uncovered rows' PIT distributions must each be uniform
+    # (one pooled PIT cannot tell a too-narrow group from a too-wide one)
+    groups = [weights] if cov is None else [base * cov.numpy(), base * (1.0 - cov.numpy())]
 
     def objective(theta: np.ndarray) -> float:
-        w, m, s = pool_members(lw, mu, sd, make(theta))
-        return pit_cvm(mixture.cdf(z, w, m, s).numpy(), weights)
+        w, m, s = pool_members(lw, mu, sd, make(theta), cov)
+        pit = mixture.cdf(z, w, m, s).numpy()
+        return sum(pit_cvm(pit, g) for g in groups)
 
     # coarse grid, then Nelder-Mead from the best grid point
     grid = [
-        np.array([a, b, c])
+        np.array([a, b, c, d, e])
         for a in np.linspace(np.log(0.6), np.log(1.5), 7)
         for b in (np.log([0.7, 1.0, 1.5, 2.5]) if fit_power else [0.0])
         for c in (-0.3, -0.1, 0.0, 0.1, 0.3)
+        for d in (np.log([0.8, 1.0, 1.5, 2.5]) if fit_cov else [0.0])
+        for e in ((-0.3, 0.0, 0.3) if fit_cov else [0.0])
     ]
     vals = [objective(g) for g in grid]
     start = grid[int(np.argmin(vals))]
-    res = minimize(objective, start, method="Nelder-Mead", options=dict(xatol=1e-3, fatol=1e-4, maxiter=150))
-    best = res.x if res.fun <= min(vals) else start
+    free = 5 if fit_cov else 3
+    res = minimize(lambda t: objective(t), start[:free], method="Nelder-Mead",
+                   options=dict(xatol=1e-3, fatol=1e-4, maxiter=150 * (2 if fit_cov else 1)))
+    best = res.x if res.fun <= min(vals) else start[:free]
     cal = make(best)
-    return cal, dict(cvm_before=objective(np.zeros(3)), cvm_after=float(objective(best)), n=int(z.numel()))
+    return cal, dict(cvm_before=objective(np.zeros(free)), cvm_after=float(objective(best)), n=int(z.numel()))

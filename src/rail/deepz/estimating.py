@@ -171,8 +171,11 @@ class DeepzPredictor:
                                      photometry=self.meta.get("photometry", "magnitudes"))
 
     @torch.inference_mode()
-    def mixtures(self, x: np.ndarray, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def mixtures(self, x: np.ndarray, dtype: torch.dtype = torch.float64,
+                 coverage: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Calibrated pooled mixtures (N, K) in ``dtype`` for unscaled features x (N, F); weights sum to 1.
+
+        ``coverage`` (N,): the rows' coverage, for a calibration with ``uncovered_*`` terms.
 
         On a GPU the whole chunk goes over in one pinned-memory copy; with ``precision``
         'bfloat16'/'float16' the network layers run under autocast (mixture outputs in float32).
@@ -189,7 +192,8 @@ class DeepzPredictor:
             else:
                 with torch.autocast(device_type=self.device.type, dtype=low):
                     log_w, means, stds = (t.float() for t in self.fused.mixture(xb))
-            log_w, means, stds = apply_calibration(log_w, means, stds, self.calibration)
+            cov = None if coverage is None else torch.as_tensor(coverage[s : s + self.batch_size], device=self.device)
+            log_w, means, stds = apply_calibration(log_w, means, stds, self.calibration, cov)
             w, m, sd = mixture.combine_members(log_w.to(dtype), means.to(dtype), stds.to(dtype))
             w = w / w.sum(-1, keepdim=True)
             out_w.append(w)
@@ -240,9 +244,11 @@ class DeepzPredictor:
         with record_function("deepz.features"):
             x, _, _, bad_ref = feat.flux_features(phot, self.ref_index)
         reduce = 0 < n_output_components < self.n_components
+        coverage = self.coverage(x, bad_ref)
         # float32 PDFs without a merge are pooled in float32 directly (the merge runs in float64)
         with record_function("deepz.network"):
-            w, m, s = self.mixtures(x, torch.float32 if pdf_dtype == "float32" and not reduce else torch.float64)
+            w, m, s = self.mixtures(x, torch.float32 if pdf_dtype == "float32" and not reduce else torch.float64,
+                                    coverage if self.calibration.uses_coverage else None)
         flags = compute_flags(phot.status, bad_ref, phot.invalid, phot.bad_err)
         if bad_ref.any():
             rows = torch.as_tensor(np.flatnonzero(bad_ref), device=w.device)
@@ -261,7 +267,7 @@ class DeepzPredictor:
         w, m, s = w.double(), m.double(), s.double()
         with record_function("deepz.point_estimates"):
             result.update(self.point_estimates(w, m, s, odds_window))
-        result["coverage"] = self.coverage(x, bad_ref)
+        result["coverage"] = coverage
         result["deepz_flag"] = flags
         return result
 

@@ -19,6 +19,9 @@ from . import features as feat
 from .building import architecture_for, build_network, photometry_meta, prior_mixture, training_summary
 from .calibration import Calibration, fit_calibration
 from .devices import resolve_device
+from .dimming import detection_thresholds, dimmed_copies
+from .error_relation import ErrorRelation
+from .inputs import AB_ZEROPOINT_NJY, FluxTable, read_photometry
 from .model_io import DeepzModel, pack_model, package_versions
 from .networks import Architecture
 from .target_shift import COVERAGE_PREFIX, TargetShift, fit_target_shift, simulation_weights
@@ -47,6 +50,8 @@ def _read_tables(table: Mapping, sims: Mapping | None, target: Mapping | None, o
         log(f"dropped {data.n_dropped_ref} rows without a usable reference band '{opts.ref_band}' and "
             f"{data.n_dropped_z} rows with a non-finite or negative redshift")
     sim_data = None
+    if sims is not None and target is not None and opts.target_sim_noise:
+        sims = _sims_with_target_noise(sims, target, opts, log)
     if sims is not None:
         with record_function("deepz.prepare_data"):
             sim_data = prepare_training_data(sims, opts)
@@ -62,15 +67,42 @@ def _read_tables(table: Mapping, sims: Mapping | None, target: Mapping | None, o
     return data, sim_data, target_data
 
 
+def _sims_with_target_noise(sims: Mapping, target: Mapping, opts: Any, log: Callable[[str], None]) -> Mapping:
+    """The simulations with their noise redrawn from the target's error-vs-magnitude relation.
+
+    Needs the simulations' noiseless fluxes (``flux_true_*`` columns, as DeepzSimCreator writes)
+    and magnitude columns (``photometry='magnitudes'``); otherwise the simulations are used as given.
+    """
+    from .inputs import band_key  # pylint: disable=import-outside-toplevel
+    from .simulation.retarget import target_error_relation, with_error_relation  # pylint: disable=import-outside-toplevel
+
+    missing = [b for b in opts.bands if f"flux_true_{band_key(b)}" not in sims]
+    if missing or opts.photometry != "magnitudes":
+        why = (f"no noiseless flux column for {missing}" if missing else "option 'photometry' is 'fluxes'")
+        log(f"target: simulations used with their own noise ({why}; option 'target_sim_noise')")
+        return sims
+    relation = target_error_relation(target, opts.bands, opts.err_bands, opts.nondetect_val, opts.nonobserved_val,
+                                     source="input 'target'")
+    log("target: simulation noise redrawn from the target's error-vs-magnitude relation")
+    return with_error_relation(sims, relation, opts.bands, opts.err_bands, seed=opts.seed + 3000,
+                               nondetect_val=opts.nondetect_val, nonobserved_val=opts.nonobserved_val)
+
+
 def _pretrained_model(sims: Mapping | None, sim_data: TrainingData | None, pretrained: Mapping | None, opts: Any,
-                      log: Callable[[str], None], checkpoints: "CheckpointStore | None", comm: Any) -> Mapping | None:
-    """The pretrained model to fine-tune from: given, or pretrained here on ``sims`` (rank 0, broadcast)."""
+                      log: Callable[[str], None], checkpoints: "CheckpointStore | None", comm: Any,
+                      target_data: TrainingData | None = None) -> Mapping | None:
+    """The pretrained model to fine-tune from: given, or pretrained here on ``sims`` (rank 0, broadcast).
+
+    With ``target_data`` and option ``target_sim_weights`` the simulated galaxies are weighted toward it.
+    """
     if sims is None or pretrained is not None:
         return pretrained
     mpi = distributed.is_distributed(comm)
     if not mpi or comm.Get_rank() == 0:
         with record_function("deepz.pretrain"):
-            pretrained = transfer.pretrain(sims, opts, progress=log, data=sim_data, checkpoints=checkpoints)
+            toward = target_data.features if target_data is not None and opts.target_sim_weights else None
+            pretrained = transfer.pretrain(sims, opts, progress=log, data=sim_data, checkpoints=checkpoints,
+                                           target_features=toward)
     if mpi:  # one pretraining, shared by every rank
         pretrained = comm.bcast(pretrained, root=0)
     return pretrained
@@ -125,12 +157,14 @@ class _SimulationFill:
     def __init__(self, shift: TargetShift, x_sims: np.ndarray, x_target: np.ndarray, seed: int) -> None:
         self.fraction = min(shift.uncovered, _FILL_MAX)
         weights = simulation_weights(shift, x_sims, x_target, seed)
+        self.coverage = shift.coverage(x_sims)
         rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(11,)))
         n = len(x_sims)
         n_cal = min(_FILL_CALIBRATION_ROWS, n // 10)
         perm = rng.permutation(n)
         self.calibration_rows, pool = np.sort(perm[:n_cal]), perm[n_cal:]
         self.calibration_weights = weights[self.calibration_rows]
+        self.calibration_coverage = self.coverage[self.calibration_rows]
         p = weights[pool] / weights[pool].sum()
         self.pool = rng.choice(pool, size=len(pool), p=p)  # importance resampling: the loss stays a plain mean
         self.n_eff = float(1.0 / np.sum(p * p))
@@ -143,18 +177,19 @@ class _SimulationFill:
 
 def _calibration(model: torch.nn.Module, x: torch.Tensor, z: np.ndarray, splits: list, n_members: int, opts: Any,
                  log: Callable[[str], None], weights: np.ndarray | None = None,
-                 extra: tuple[torch.Tensor, np.ndarray, np.ndarray] | None = None) -> tuple[Calibration, dict]:
+                 extra: tuple | None = None, coverage: np.ndarray | None = None) -> tuple[Calibration, dict]:
     """The PDF calibration fitted on the held-out folds (identity plus recentring when ``calibrate`` is off).
 
     ``weights`` (N,) of the spec-z rows and ``extra`` (features, redshifts, weights of held-out
-    simulated rows) make the PIT distribution that of a target population.
+    simulated rows, and their coverage) make the PIT distribution that of a target population;
+    ``coverage`` (N,) of the spec-z rows.
     """
     recenter = opts.recenter if n_members > 1 else 0.0
     if not opts.calibrate:
         return Calibration(recenter=recenter), {}
     with record_function("deepz.calibrate"):
         cal, info = calibrate_out_of_fold(model, x, z, splits, opts.n_folds, recenter, opts.calibrate_weight_power,
-                                          weights=weights, extra=extra)
+                                          weights=weights, extra=extra, coverage=coverage)
     if n_members > 1:
         cal.ambiguity = opts.ambiguity_shrink
     log(f"calibration {cal.to_dict()}: PIT CvM on held-out folds {info['cvm_before']:.3f} -> {info['cvm_after']:.3f}")
@@ -190,13 +225,15 @@ def train_deepz(
     t0 = time.time()
     data, sim_data, target_data = _read_tables(table, sims, target, opts, log)
     device = resolve_device(opts.device, rank)  # auto under MPI: GPU rank % n_gpus
-    pretrained = _pretrained_model(sims, sim_data, pretrained, opts, log, checkpoints, comm)
+    pretrained = _pretrained_model(sims, sim_data, pretrained, opts, log, checkpoints, comm, target_data)
+    n_real = data.features.shape[0]
+    data, parents = _with_dimmed_copies(data, target, target_data, opts, log)
     mean, std, arch = _starting_point(data, pretrained, opts)
     shift, fill = _target_shift(data, sim_data, target_data, mean, std, pretrained is not None, opts, log)
     row_weights = shift.spec_weights if shift is not None and opts.target_weights else None
 
     n, z = data.features.shape[0], data.redshift
-    splits = ensemble_splits(n, opts.n_splits, opts.n_folds, opts.seed)
+    splits = _copy_splits(ensemble_splits(n_real, opts.n_splits, opts.n_folds, opts.seed), parents, n_real)
     n_members = len(splits)
     log(f"training {n_members} networks ({opts.n_splits} splits x {opts.n_folds} folds) on {n} galaxies, device {device}"
         + ("" if pretrained is None else ", fine-tuning from pretrained weights"))
@@ -224,8 +261,8 @@ def train_deepz(
             return None
         model = full
 
-    cal_weights, cal_extra = _calibration_rows(row_weights, n, fill, sim_data, mean, std, device)
-    cal, cal_info = _calibration(model, x, z, splits, n_members, opts, log, cal_weights, cal_extra)
+    cal_weights, cal_coverage, cal_extra = _calibration_rows(row_weights, shift, fill, sim_data, mean, std, device)
+    cal, cal_info = _calibration(model, x, z, splits, n_members, opts, log, cal_weights, cal_extra, cal_coverage)
     meta = dict(
         architecture=arch.to_dict(),
         n_members=n_members,
@@ -252,6 +289,55 @@ def train_deepz(
     return pack_model(model, mean, std, meta, prior_mixture(z, n_members * opts.n_gaussians), extra=coverage)
 
 
+def _with_dimmed_copies(data: TrainingData, target: Mapping | None, target_data: TrainingData | None, opts: Any,
+                        log: Callable[[str], None]) -> tuple[TrainingData, np.ndarray | None]:
+    """The spec-z rows plus ``target_dimmed_copies`` noise-matched dimmed copies of each; the copies' parents."""
+    if target is None or target_data is None or opts.target_dimmed_copies <= 0:
+        return data, None
+    if data.exposures:
+        raise ValueError("option 'target_dimmed_copies' needs coadded photometry: the training table has individual "
+                         "exposures (set use_exposures='no', or target_dimmed_copies=0)")
+    assert data.fluxes is not None and data.redshift is not None
+    phot = read_photometry(target, opts.bands, opts.err_bands, opts.mag_limits, opts.nondetect_val,
+                           opts.nonobserved_val, opts.photometry)
+    relation = ErrorRelation.fit(phot, opts.bands)
+    ref = opts.bands.index(opts.ref_band)
+    limit_flux = 10.0 ** (-0.4 * (np.array([opts.mag_limits[b] for b in opts.bands], dtype=np.float64)
+                                  - AB_ZEROPOINT_NJY))
+    with record_function("deepz.dimmed_copies"):
+        copies, parents = dimmed_copies(data.fluxes, ref, target_data.features[:, -1], relation,
+                                        detection_thresholds(phot), limit_flux, opts.target_dimmed_copies, opts.seed)
+        x, ratios, ratio_err, bad = feat.flux_features(copies.coadd(), ref)
+    keep = ~bad
+    log(f"target: {int(keep.sum())} dimmed copies of the {len(data.redshift)} spec-z galaxies "
+        f"(reference magnitudes from the target's, noise from its error-vs-magnitude relation)")
+    fluxes = FluxTable(np.concatenate([data.fluxes.flux, copies.flux[keep]]),
+                       np.concatenate([data.fluxes.flux_err, copies.flux_err[keep]]),
+                       np.concatenate([data.fluxes.missing, copies.missing[keep]]), False)
+    both = TrainingData(features=np.concatenate([data.features, x[keep]]),
+                        ratios=np.concatenate([data.ratios, ratios[keep]]),
+                        ratio_err=np.concatenate([data.ratio_err, ratio_err[keep]]),
+                        redshift=np.concatenate([data.redshift, data.redshift[parents[keep]]]),
+                        n_dropped_ref=data.n_dropped_ref, n_dropped_z=data.n_dropped_z, fluxes=fluxes)
+    return both, parents[keep]
+
+
+def _copy_splits(splits: list, parents: np.ndarray | None, n_real: int) -> list:
+    """Each member's splits of the spec-z rows, with every copy on its parent's side (no leak across folds)."""
+    if parents is None:
+        return splits
+    copy_rows = n_real + np.arange(parents.size)
+    out = []
+    for train, val in splits:
+        in_train = np.isin(parents, train)
+        import os
+        if os.environ.get("DEEPZ_COPIES_VAL", "1") == "0":
+            out.append((np.concatenate([train, copy_rows[in_train]]), val))
+            continue
+        out.append((np.concatenate([train, copy_rows[in_train]]), np.concatenate([val, copy_rows[~in_train]])))
+    return out
+
+
 def _target_shift(data: TrainingData, sim_data: TrainingData | None, target_data: TrainingData | None,
                   mean: np.ndarray, std: np.ndarray, fine_tuning: bool, opts: Any,
                   log: Callable[[str], None]) -> tuple[TargetShift | None, _SimulationFill | None]:
@@ -269,38 +355,42 @@ def _target_shift(data: TrainingData, sim_data: TrainingData | None, target_data
     if opts.target_fill and sim_data is not None and fine_tuning and shift.uncovered > _FILL_MIN:
         with record_function("deepz.target_shift"):
             fill = _SimulationFill(shift, (sim_data.features - mean) / std, x_target, opts.seed)
-        log(f"target: simulations fill {100 * fill.fraction:.1f}% of every fine-tuning batch "
-            f"(effective {fill.n_eff:.0f} simulated galaxies)")
+        log(f"target: simulations stand for the uncovered {100 * fill.fraction:.1f}%: as much of every fine-tuning "
+            f"batch (effective {fill.n_eff:.0f} simulated galaxies) and held-out rows in the calibration")
     return shift, fill
 
 
-def _calibration_rows(row_weights: np.ndarray | None, n_spec: int, fill: _SimulationFill | None,
+def _calibration_rows(row_weights: np.ndarray | None, shift: TargetShift | None, fill: _SimulationFill | None,
                       sim_data: TrainingData | None, mean: np.ndarray, std: np.ndarray, device: torch.device):
-    """Weights of the spec-z rows and the held-out simulated rows of a target-weighted calibration."""
+    """Weights and coverage of the spec-z rows, and the held-out simulated rows, of a target-weighted calibration."""
+    if shift is None:
+        return row_weights, None, None
+    spec_cov = shift.spec_coverage
     if fill is None:
-        return row_weights, None
+        return row_weights, spec_cov, None
     assert sim_data is not None and sim_data.redshift is not None
-    spec = np.ones(n_spec) if row_weights is None else row_weights
+    spec = np.ones(len(spec_cov)) if row_weights is None else row_weights
     rows = fill.calibration_rows
     x_cal = torch.as_tensor((sim_data.features[rows] - mean) / std, device=device)
     # spec-z rows stand for the covered share of the target, the simulated rows for the rest
     spec_w = (1.0 - fill.fraction) * spec / spec.sum()
     sim_w = fill.fraction * fill.calibration_weights / max(fill.calibration_weights.sum(), 1e-300)
-    return spec_w, (x_cal, sim_data.redshift[rows], sim_w)
+    return spec_w, spec_cov, (x_cal, sim_data.redshift[rows], sim_w, fill.calibration_coverage)
 
 
 def calibrate_out_of_fold(model: torch.nn.Module, x: torch.Tensor, z: np.ndarray, splits: list, n_folds: int,
                           recenter: float, fit_power: bool = False, weights: np.ndarray | None = None,
-                          extra: tuple[torch.Tensor, np.ndarray, np.ndarray] | None = None
+                          extra: tuple | None = None, coverage: np.ndarray | None = None
                           ) -> tuple[Calibration, dict]:
     """Fit the PDF calibration on out-of-fold predictions.
 
     Each training galaxy (scaled features ``x`` (N, F), redshift ``z`` (N,)) is predicted by the
     members whose validation fold held it (``splits``: the members' (train, validation) indices),
     pooled with ``recenter``; returns the :class:`rail.deepz.calibration.Calibration` and a summary.
-    ``weights`` (N,): the galaxies' weights in the PIT distribution (default equal). ``extra``:
-    rows no member trained on (features (N_e, F), redshifts, weights on the scale of ``weights``),
-    row i predicted by members i, i + M, ... mod M (as many as a training galaxy's held-out members).
+    ``weights`` (N,): the galaxies' weights in the PIT distribution (default equal); ``coverage`` (N,)
+    their coverage (fits the calibration's ``uncovered_*`` terms). ``extra``: rows no member
+    trained on (features (N_e, F), redshifts, weights on the scale of ``weights``, coverage), row i
+    predicted by members i, i + M, ... mod M (as many as a training galaxy's held-out members).
     """
     log_w, means, stds = predict(model, x)  # (M, N, G)
     n = x.shape[0]
@@ -327,8 +417,9 @@ def calibrate_out_of_fold(model: torch.nn.Module, x: torch.Tensor, z: np.ndarray
     if weights is not None:
         w = np.asarray(weights, dtype=np.float64)
         w = w[rows] * (w.sum() / max(w[rows].sum(), 1e-300))  # the rows used keep the spec-z rows' total
+    cov = None if coverage is None else np.asarray(coverage, dtype=np.float64)[rows]
     if extra is not None:
-        x_e, z_e, w_e = extra
+        x_e, z_e, w_e, c_e = extra
         elw, emu, esd = predict(model, x_e)  # (M, N_e, G)
         n_e, n_models = x_e.shape[0], elw.shape[0]
         pick = (np.arange(n_e)[None, :] + np.arange(sel.shape[0])[:, None] * max(n_models // sel.shape[0], 1)) % n_models
@@ -337,5 +428,6 @@ def calibrate_out_of_fold(model: torch.nn.Module, x: torch.Tensor, z: np.ndarray
         lw, mu, sd = (torch.cat([a, take(b)], dim=1) for a, b in ((lw, elw), (mu, emu), (sd, esd)))
         zt = torch.cat([zt, torch.as_tensor(np.asarray(z_e), dtype=zt.dtype)])
         w = np.concatenate([np.ones(int(rows.sum())) if w is None else w, np.asarray(w_e, dtype=np.float64)])
-    cal, info = fit_calibration(lw, mu, sd, zt, recenter, fit_power=fit_power, weights=w)
+        cov = np.concatenate([np.ones(int(rows.sum())) if cov is None else cov, np.asarray(c_e, dtype=np.float64)])
+    cal, info = fit_calibration(lw, mu, sd, zt, recenter, fit_power=fit_power, weights=w, coverage=cov)
     return cal, info

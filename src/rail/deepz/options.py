@@ -136,6 +136,11 @@ _TARGET = [
     Option("target_fill", "bool", True, "with a target and sims: simulations weighted toward the target fill "
            "the part of it the spec-z sample does not cover, in fine-tuning and calibration (their share of "
            "each batch is that uncovered fraction; replaces finetune_sim_fraction)"),
+    Option("target_dimmed_copies", "int", 0, "with a target: add this many copies of every spec-z galaxy, dimmed to "
+           "reference magnitudes drawn from the target's fainter galaxies, with the target's noise at that flux and "
+           "its detection threshold (same redshift and colours)", lo=0),
+    Option("target_sim_weights", "bool", True, "with a target and sims: weight each simulated galaxy's "
+           "pretraining loss by p_target(x) / p_sims(x) (clipped at weight_clip squared)"),
     Option("target_sim_noise", "bool", True, "with a target and sims holding noiseless fluxes (flux_true_*): "
            "redraw the simulations' noise from the target's error-vs-magnitude relation before use"),
 ]

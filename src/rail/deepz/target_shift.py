@@ -41,13 +41,14 @@ class TargetShift:
     """What a target sample changes in training (see the module docstring).
 
     ``ratio``: the spec-z vs target classifiers; ``clip``; ``spec_weights`` (N_spec,) mean 1;
-    ``target_coverage`` (N_target,) out-of-fold coverage of the target rows; ``uncovered``: the
-    target fraction left to simulations, mean(1 - coverage).
+    ``spec_coverage`` (N_spec,) and ``target_coverage`` (N_target,): out-of-fold coverage of the
+    rows; ``uncovered``: the target fraction left to simulations, mean(1 - coverage).
     """
 
     ratio: DensityRatio
     clip: float
     spec_weights: np.ndarray
+    spec_coverage: np.ndarray
     target_coverage: np.ndarray
 
     @property
@@ -71,6 +72,7 @@ def fit_target_shift(x_spec: np.ndarray, x_target: np.ndarray, clip: float, seed
     """Spec-z weights and coverage from scaled features of the spec-z (N_s, F) and target (N_t, F) rows."""
     ratio, log_r_spec, log_r_target = fit_density_ratio(x_spec, x_target, seed)
     return TargetShift(ratio=ratio, clip=float(clip), spec_weights=clipped_weights(log_r_spec, clip),
+                       spec_coverage=coverage_from_log_ratio(log_r_spec, clip),
                        target_coverage=coverage_from_log_ratio(log_r_target, clip))
 
 

@@ -29,6 +29,7 @@ from . import features as feat
 from .augmentation import Augmentation, BatchInputs
 from .building import architecture_for, build_network, photometry_meta, prior_mixture, training_summary
 from .calibration import Calibration
+from .density_ratio import clipped_weights, fit_density_ratio
 from .devices import resolve_device
 from .model_io import DeepzModel, network_state, pack_model, package_versions
 from .training import AuxiliaryData, TrainConfig, train_ensemble
@@ -65,7 +66,8 @@ def _val_splits(n: int, n_members: int, val_fraction: float, seed: int) -> list[
 
 
 def _pretrain_run(table: Mapping, opts: Any, phase: str, progress: Callable[[str], None] | None,
-                  data: TrainingData | None = None, checkpoints: "CheckpointStore | None" = None) -> DeepzModel:
+                  data: TrainingData | None = None, checkpoints: "CheckpointStore | None" = None,
+                  target_features: np.ndarray | None = None) -> DeepzModel:
     log = progress or (lambda msg: None)
     t0 = time.time()
     need_z = phase == "pretrained"
@@ -97,9 +99,18 @@ def _pretrain_run(table: Mapping, opts: Any, phase: str, progress: Callable[[str
     inputs = batch_inputs(data, mean, std, opts.bands.index(opts.ref_band), aug, device, seed)
     x = torch.as_tensor((data.features - mean) / std, device=device)
     z = None if data.redshift is None else torch.as_tensor(data.redshift, device=device)
+    weights, weight_info = None, {}
+    if target_features is not None:  # simulated galaxies weighted toward the target's inputs
+        _, log_r, _ = fit_density_ratio((data.features - mean) / std, (target_features - mean) / std, seed)
+        w = clipped_weights(log_r, float(opts.weight_clip) ** 2)
+        weights = torch.as_tensor(w, dtype=torch.float32, device=device)
+        weight_info = dict(weight_min=round(float(w.min()), 4), weight_max=round(float(w.max()), 4),
+                           weight_n_eff=round(float(w.sum() ** 2 / np.sum(w * w)), 1))
+        log(f"pretraining weighted toward the target: weights {w.min():.2f}-{w.max():.2f}, effective sample "
+            f"{weight_info['weight_n_eff']:.0f} of {n}")
     result = train_ensemble(model, x, z, torch.as_tensor(data.ratios, device=device),
                             torch.as_tensor(data.ratio_err, device=device), splits, cfg, progress=log, inputs=inputs,
-                            checkpoint=None if checkpoints is None else checkpoints.phase(phase))
+                            checkpoint=None if checkpoints is None else checkpoints.phase(phase), row_weights=weights)
     prior = prior_mixture(data.redshift, n_members * opts.n_gaussians) if need_z else None
     meta = dict(
         phase=phase,
@@ -112,6 +123,7 @@ def _pretrain_run(table: Mapping, opts: Any, phase: str, progress: Callable[[str
             exposures=data.exposures,
             augmentation=dict(vars(aug)) if inputs is not None else {},
         ),
+        **(dict(target=weight_info) if weight_info else {}),
         versions=package_versions(),
     )
     if data.exposures:
@@ -121,13 +133,16 @@ def _pretrain_run(table: Mapping, opts: Any, phase: str, progress: Callable[[str
 
 
 def pretrain(sims: Mapping, opts: Any, progress: Callable[[str], None] | None = None,
-             data: TrainingData | None = None, checkpoints: "CheckpointStore | None" = None) -> DeepzModel:
+             data: TrainingData | None = None, checkpoints: "CheckpointStore | None" = None,
+             target_features: np.ndarray | None = None) -> DeepzModel:
     """Pretrain on a simulation table (true redshifts in ``redshift_col``): NLL + AE loss.
 
     Returns a model dict with ``meta["phase"] == "pretrained"``; its own scaler and architecture.
     ``checkpoints``: per-epoch checkpoints (phase file ``pretrained.ckpt``) to resume from.
+    ``target_features`` (N_t, F) unscaled features of a target sample: each simulated galaxy's
+    loss is weighted by p_target / p_sims (clipped at ``weight_clip`` squared, mean 1).
     """
-    return _pretrain_run(sims, opts, "pretrained", progress, data, checkpoints)
+    return _pretrain_run(sims, opts, "pretrained", progress, data, checkpoints, target_features)
 
 
 def train_autoencoder(table: Mapping, opts: Any, progress: Callable[[str], None] | None = None,

@@ -1,0 +1,268 @@
+"""Training toward a target sample: density ratios, weights, coverage, weighted calibration, the stages."""
+
+import numpy as np
+import pytest
+import torch
+
+from rail.deepz import DeepzEstimator, DeepzInformer
+from rail.deepz import features as feat
+from rail.deepz.calibration import pit_cvm
+from rail.deepz.density_ratio import DensityRatio, clipped_weights, fit_density_ratio
+from rail.deepz.model_io import load_model, save_model
+from rail.deepz.options import inform_options
+from rail.deepz.target_shift import coverage_from_log_ratio, fit_target_shift
+from rail.deepz.training_data import prepare_training_data
+from rail.estimation.algos.deepz import DeepzTargetInformer, DeepzTargetTransferInformer
+
+
+@pytest.fixture(scope="module")
+def dc2_features(dc2_train):
+    """Scaled network features (N, F), the i magnitudes and redshifts of the DC2 training file."""
+    data = prepare_training_data(dc2_train, inform_options())
+    mean, std = feat.fit_scaler(data.features)
+    return (data.features - mean) / std, data.features[:, -1], data.redshift
+
+
+def _halves(n, seed=0):
+    perm = np.random.default_rng(seed).permutation(n)
+    return perm[: n // 2], perm[n // 2 :]
+
+
+def test_one_population_gives_weights_of_one(dc2_features, one_torch_thread):
+    """Two random halves of one catalogue: the classifier finds nothing, every weight within 5% of 1."""
+    x, _, _ = dc2_features
+    a, b = _halves(len(x))
+    shift = fit_target_shift(x[a], x[b], clip=5.0, seed=3)
+    np.testing.assert_allclose(shift.spec_weights, 1.0, atol=0.05)
+    assert shift.uncovered < 0.01
+    assert np.all(shift.coverage(x[b][:500]) > 0.99)
+
+
+def test_weights_normalise_and_follow_the_shift(dc2_features, one_torch_thread):
+    """A bright spec-z selection against the whole catalogue: mean-1 weights rising with magnitude, clipped."""
+    x, imag, _ = dc2_features
+    a, b = _halves(len(x))
+    bright = a[imag[a] < 23.5]
+    shift = fit_target_shift(x[bright], x[b], clip=5.0, seed=3)
+    w = shift.spec_weights
+    assert w.mean() == pytest.approx(1.0)
+    assert np.median(w[imag[bright] > 23.0]) > 1.2 * np.median(w[imag[bright] < 22.0])
+    # coverage: high inside the spec-z sample's reach, low beyond it
+    cov = shift.coverage(x[b])
+    assert cov[imag[b] < 23.0].mean() > 0.95
+    assert cov[imag[b] > 24.5].mean() < 0.1
+    assert 0.5 < shift.uncovered < 0.9  # about 3/4 of the file is fainter than 23.5
+
+
+def test_density_ratio_is_seeded_and_round_trips(dc2_features, one_torch_thread):
+    x, imag, _ = dc2_features
+    ref, tgt = x[imag < 23.5][:800], x[:800]
+    r1, oof1, _ = fit_density_ratio(ref, tgt, seed=5)
+    r2, oof2, _ = fit_density_ratio(ref, tgt, seed=5)
+    np.testing.assert_array_equal(oof1, oof2)
+    back = DensityRatio.from_arrays(r1.to_arrays("coverage"), "coverage", x.shape[1])
+    np.testing.assert_allclose(back.log_ratio(x[:100]), r1.log_ratio(x[:100]))
+    with pytest.raises(ValueError, match="shapes"):
+        fit_density_ratio(ref, tgt[:, :3], seed=5)
+    with pytest.raises(ValueError, match=r"expected features of shape \(N, 13\)"):
+        r1.log_ratio(x[:10, :5])
+
+
+def test_clipped_weights_and_coverage_formulas():
+    log_r = np.log([0.5, 1.0, 4.0, 50.0])
+    w = clipped_weights(log_r, clip=5.0)
+    np.testing.assert_allclose(w, np.array([0.5, 1.0, 4.0, 5.0]) / 2.625)
+    np.testing.assert_allclose(coverage_from_log_ratio(log_r, 5.0), [1.0, 1.0, 1.0, 0.1])
+
+
+def test_weighted_pit_cvm():
+    rng = np.random.default_rng(2)
+    pit = rng.random(400) ** 1.5
+    assert pit_cvm(pit, np.full(400, 3.0)) == pytest.approx(pit_cvm(pit))
+    # integer weights count like repeated rows (up to the n_eff factor)
+    reps = rng.integers(1, 4, 400)
+    repeated = np.repeat(pit, reps)
+    n_eff = reps.sum() ** 2 / np.sum(reps**2)
+    assert pit_cvm(pit, reps) / n_eff == pytest.approx(pit_cvm(repeated) / reps.sum(), rel=1e-9)
+
+
+def test_unit_row_weights_change_nothing(one_torch_thread):
+    """train_ensemble with row weights of 1 is bit-identical to training without weights."""
+    from rail.deepz.building import build_network
+    from rail.deepz.networks import Architecture
+    from rail.deepz.training import TrainConfig, ensemble_splits, train_ensemble
+
+    rng = np.random.default_rng(0)
+    x = torch.as_tensor(rng.normal(size=(300, 5)).astype(np.float32))
+    z = torch.as_tensor(rng.random(300).astype(np.float32))
+    ratios = torch.zeros(300, 2)
+    arch = Architecture(n_inputs=5, n_bands=2, encoder_layers=[8], decoder_layers=[8], mdn_layers=[8],
+                        latent_dim=2, n_gaussians=2)
+    cfg = TrainConfig(learning_rates=[1e-3], epochs_per_step=[3], batch_size=50, seed=1)
+    splits = ensemble_splits(300, 1, 2, 1)
+    states = []
+    for weights in (None, torch.ones(300)):
+        net = build_network(arch, 2, 1)
+        res = train_ensemble(net, x, z, ratios, torch.ones(300, 2), splits, cfg, row_weights=weights)
+        states.append((net.state_dict(), res.best_val_loss))
+    for k in states[0][0]:
+        torch.testing.assert_close(states[0][0][k], states[1][0][k], rtol=0, atol=0)
+    np.testing.assert_array_equal(states[0][1], states[1][1])
+
+
+@pytest.fixture(scope="module")
+def bright_and_target(dc2_train):
+    """1,200 bright (i < 23.5) training rows and the photometry of 3,000 other rows (no redshift)."""
+    i = np.asarray(dc2_train["mag_i_lsst"])
+    a, b = _halves(len(i), seed=1)
+    spec = {k: np.asarray(v)[a][i[a] < 23.5][:1200] for k, v in dc2_train.items()}
+    test = {k: np.asarray(v)[b][:3000] for k, v in dc2_train.items()}
+    target = {k: v for k, v in test.items() if k != "redshift"}
+    return spec, target, test
+
+
+def test_informer_with_target_weights_calibrates_and_reports_coverage(tiny, bright_and_target, tmp_path,
+                                                                       one_torch_thread):
+    spec, target, test = bright_and_target
+    inf = DeepzInformer.make_stage(name="inf_target", hdf5_groupname="", output_mode="return", checkpoint_dir="",
+                                   **tiny())
+    inf.inform(spec, target=target)
+    model = inf.get_data("model")
+    info = model["meta"]["target"]
+    assert info["n_target"] == 3000 and info["weights"] and 0.5 < info["uncovered"] < 0.95
+    assert any(k.startswith("coverage/") for k in model["arrays"])
+    path = str(tmp_path / "m.pkl")
+    save_model(model, path)
+    est = DeepzEstimator.make_stage(name="est_target", model=load_model(path), hdf5_groupname="",
+                                    output_mode="return")
+    ens = est.estimate(test).data
+    cov = np.asarray(ens.ancil["coverage"]).ravel()
+    i = test["mag_i_lsst"]
+    assert np.all((cov >= 0) & (cov <= 1))
+    assert cov[i < 23.0].mean() > 0.9 and cov[i > 24.5].mean() < 0.1
+    # a model informed without a target reports unknown coverage
+    plain = DeepzInformer.make_stage(name="inf_plain", hdf5_groupname="", output_mode="return", checkpoint_dir="",
+                                     **tiny())
+    plain.inform(spec)
+    est2 = DeepzEstimator.make_stage(name="est_plain", model=plain.get_data("model"), hdf5_groupname="",
+                                     output_mode="return")
+    assert np.isnan(np.asarray(est2.estimate(test).data.ancil["coverage"])).all()
+
+
+def test_target_from_the_spec_population_changes_nothing(tiny, dc2_train, one_torch_thread):
+    """Spec-z rows and a target drawn from the same rows' population: the same model as without a target."""
+    a, b = _halves(len(dc2_train["redshift"]), seed=2)  # the file is ordered: random rows
+    table = {k: np.asarray(v)[a[:2000]] for k, v in dc2_train.items()}
+    other = {k: np.asarray(v)[b[:4000]] for k, v in dc2_train.items() if k != "redshift"}
+    models = []
+    for name, target in (("same_a", None), ("same_b", other)):
+        inf = DeepzInformer.make_stage(name=name, hdf5_groupname="", output_mode="return", checkpoint_dir="",
+                                       **tiny())
+        inf.inform(table, target=target)
+        models.append(inf.get_data("model"))
+    assert models[1]["meta"]["target"]["weight_max"] == pytest.approx(1.0, abs=0.05)
+    for k, v in models[0]["arrays"].items():
+        np.testing.assert_allclose(models[1]["arrays"][k], v, rtol=0.05, atol=0.05)
+
+
+def test_target_errors_name_the_input(tiny, bright_and_target):
+    spec, target, _ = bright_and_target
+    inf = DeepzInformer.make_stage(name="inf_bad_target", hdf5_groupname="", output_mode="return",
+                                   checkpoint_dir="", **tiny())
+    broken = {k: v for k, v in target.items() if k != "mag_g_lsst"}
+    with pytest.raises(KeyError, match="mag_g_lsst"):
+        inf.inform(spec, target=broken)
+
+
+def test_ceci_stages_declare_the_target_input():
+    assert [t for t, _ in DeepzTargetInformer.inputs] == ["input", "target"]
+    assert [t for t, _ in DeepzTargetTransferInformer.inputs] == ["input", "sims", "target"]
+
+
+def test_target_transfer_fills_with_simulations(tiny, bright_and_target, one_torch_thread):
+    from rail.deepz import DeepzSimCreator
+
+    spec, target, _ = bright_and_target
+    sims = DeepzSimCreator.make_stage(name="sims_fill", model="none", n_samples=3000, seed=4,
+                                      hdf5_groupname="").sample(3000, 4).data
+    stage = DeepzTargetTransferInformer.make_stage(name="inf_fill", hdf5_groupname="", sims_groupname="",
+                                                   output_mode="return", checkpoint_dir="",
+                                                   **tiny(pretrain_epochs_per_step=[2, 1]))
+    stage.inform(spec, sims, target=target)
+    info = stage.get_data("model")["meta"]["target"]
+    assert info["fill_fraction"] == pytest.approx(min(info["uncovered"], 0.9))
+    assert info["fill_n_eff"] > 50
+
+
+def test_dimmed_copies_look_like_the_target(dc2_train):
+    """Copies: parents' redshifts and colours, the target's fainter magnitudes, its noise and detection rule."""
+    from rail.deepz.dimming import detection_thresholds, dimmed_copies
+    from rail.deepz.error_relation import ErrorRelation
+    from rail.deepz.inputs import read_flux_table, read_photometry
+
+    o = inform_options()
+    phot = read_photometry(dc2_train, o.bands, o.err_bands, o.mag_limits)
+    relation = ErrorRelation.fit(phot, o.bands)
+    thresholds = detection_thresholds(phot)
+    assert np.isfinite(thresholds[0]) and np.isneginf(thresholds[2])  # u has non-detections, r none
+    i = np.asarray(dc2_train["mag_i_lsst"])
+    bright = {k: np.asarray(v)[i < 23.0] for k, v in dc2_train.items()}
+    fluxes, bright_phot = read_flux_table(bright, o.bands, o.err_bands, o.mag_limits, 99.0, -99.0, False)
+    limits = 10 ** (-0.4 * (np.array([o.mag_limits[b] for b in o.bands]) - 31.4))
+    copies, parents = dimmed_copies(fluxes, 3, i, relation, thresholds, limits, 2, seed=1)
+    n = len(bright["mag_i_lsst"])
+    assert len(parents) == 2 * n and np.array_equal(parents[:n], np.arange(n))
+    again, _ = dimmed_copies(fluxes, 3, i, relation, thresholds, limits, 2, seed=1)
+    np.testing.assert_array_equal(copies.flux, again.flux)
+    new_i = 31.4 - 2.5 * np.log10(np.clip(copies.flux[:, 3], 1e-6, None))
+    old_i = bright["mag_i_lsst"][parents]
+    assert np.mean(new_i > old_i + 0.3) > 0.9  # dimmed toward the target's fainter magnitudes
+    assert np.median(new_i) > 24.0
+    # errors at least the target's at the dimmed flux; g - r colour kept on average for bright copies
+    scale = copies.flux[:, 3] / bright_phot.flux[parents, 3]
+    truth = bright_phot.flux[parents] * scale[:, None]
+    ratio = copies.flux_err[:, 2] / relation.flux_errors(truth)[:, 2]  # truth up to the i-band noise
+    assert 0.97 < np.median(ratio) < 1.1 and np.percentile(ratio, 1) > 0.9
+    good = new_i < 24.5
+    colour = lambda f: -2.5 * np.log10(np.clip(f[:, 1] / f[:, 2], 1e-3, None))  # noqa: E731
+    assert abs(np.median(colour(copies.flux[good]) - colour(bright_phot.flux[parents][good]))) < 0.02
+    # u non-detections where the copy's S/N is below the target's threshold: flux 0, the limit error
+    nd = copies.flux[:, 0] == 0
+    assert nd.any() and np.allclose(copies.flux_err[nd, 0], limits[0])
+
+
+def test_informer_with_dimmed_copies(tiny, bright_and_target, one_torch_thread):
+    spec, target, test = bright_and_target
+    inf = DeepzInformer.make_stage(name="inf_copies", hdf5_groupname="", output_mode="return", checkpoint_dir="",
+                                   **tiny(target_dimmed_copies=2))
+    inf.inform(spec, target=target)
+    model = inf.get_data("model")
+    assert model["meta"]["training"]["n_train"] > 2.5 * len(spec["redshift"])
+    # copies reach the target's faint end: the coverage model sees far less uncovered target
+    assert model["meta"]["target"]["uncovered"] < 0.2
+
+
+def test_coverage_calibration_terms():
+    """uncovered_* terms act only on poorly covered galaxies and are fitted when such rows exist."""
+    from rail.deepz.calibration import Calibration, apply_calibration, fit_calibration
+
+    g = torch.Generator().manual_seed(0)
+    n = 600
+    log_w = torch.log_softmax(torch.randn(2, n, 3, generator=g), -1)
+    means = torch.rand(2, n, 3, generator=g) * 2
+    stds = torch.full((2, n, 3), 0.1)
+    cal = Calibration(uncovered_scale=2.0, uncovered_shift=0.5)
+    cov = torch.cat([torch.ones(n // 2), torch.zeros(n // 2)])
+    _, m2, s2 = apply_calibration(log_w, means, stds, cal, cov)
+    assert torch.equal(s2[:, : n // 2], stds[:, : n // 2]) and torch.allclose(s2[:, n // 2 :], 2 * stds[:, n // 2 :])
+    assert torch.allclose(m2[:, n // 2 :], means[:, n // 2 :] + 0.05)
+    assert Calibration().to_dict() == dict(recenter=0.0, std_scale=1.0, weight_power=1.0, shift=0.0, ambiguity=0.0)
+    # truth: covered galaxies as predicted, uncovered ones twice as wide -> uncovered_scale near 2
+    w = torch.exp(log_w[0])
+    comp = torch.multinomial(w, 1, generator=g)[:, 0]
+    mu, sd = means[0, torch.arange(n), comp], stds[0, torch.arange(n), comp]
+    widen = torch.where(cov > 0.5, 1.0, 2.0)
+    z = mu + sd * widen * torch.randn(n, generator=g)
+    fitted, info = fit_calibration(log_w[:1], means[:1], stds[:1], z, recenter=0.0, coverage=cov.numpy())
+    assert 1.6 < fitted.uncovered_scale < 2.5 and 0.8 < fitted.std_scale < 1.25
+    assert info["cvm_after"] < info["cvm_before"]
