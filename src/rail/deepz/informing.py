@@ -330,10 +330,6 @@ def _copy_splits(splits: list, parents: np.ndarray | None, n_real: int) -> list:
     out = []
     for train, val in splits:
         in_train = np.isin(parents, train)
-        import os
-        if os.environ.get("DEEPZ_COPIES_VAL", "1") == "0":
-            out.append((np.concatenate([train, copy_rows[in_train]]), val))
-            continue
         out.append((np.concatenate([train, copy_rows[in_train]]), np.concatenate([val, copy_rows[~in_train]])))
     return out
 
