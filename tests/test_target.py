@@ -187,7 +187,7 @@ def test_target_transfer_fills_with_simulations(tiny, bright_and_target, one_tor
                                       hdf5_groupname="").sample(3000, 4).data
     stage = DeepzTargetTransferInformer.make_stage(name="inf_fill", hdf5_groupname="", sims_groupname="",
                                                    output_mode="return", checkpoint_dir="",
-                                                   **tiny(pretrain_epochs_per_step=[2, 1]))
+                                                   **tiny(pretrain_epochs_per_step=[2, 1], target_fill=True))
     stage.inform(spec, sims, target=target)
     info = stage.get_data("model")["meta"]["target"]
     assert info["fill_fraction"] == pytest.approx(min(info["uncovered"], 0.9))

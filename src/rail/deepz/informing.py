@@ -31,7 +31,7 @@ from .training_data import TrainingData, augmentation, batch_inputs, prepare_tra
 if TYPE_CHECKING:
     from .checkpoint import CheckpointStore
 
-__all__ = ["train_deepz", "train_config", "calibrate_out_of_fold"]
+__all__ = ["train_deepz", "pretrain_deepz", "train_config", "calibrate_out_of_fold"]
 
 
 def train_config(opts: Any) -> TrainConfig:
@@ -74,18 +74,41 @@ def _sims_with_target_noise(sims: Mapping, target: Mapping, opts: Any, log: Call
     and magnitude columns (``photometry='magnitudes'``); otherwise the simulations are used as given.
     """
     from .inputs import band_key  # pylint: disable=import-outside-toplevel
-    from .simulation.retarget import target_error_relation, with_error_relation  # pylint: disable=import-outside-toplevel
+    from .simulation.retarget import with_error_relation  # pylint: disable=import-outside-toplevel
 
     missing = [b for b in opts.bands if f"flux_true_{band_key(b)}" not in sims]
     if missing or opts.photometry != "magnitudes":
         why = (f"no noiseless flux column for {missing}" if missing else "option 'photometry' is 'fluxes'")
         log(f"target: simulations used with their own noise ({why}; option 'target_sim_noise')")
         return sims
-    relation = target_error_relation(target, opts.bands, opts.err_bands, opts.nondetect_val, opts.nonobserved_val,
-                                     source="input 'target'")
-    log("target: simulation noise redrawn from the target's error-vs-magnitude relation")
+    phot = read_photometry(target, opts.bands, opts.err_bands, opts.mag_limits, opts.nondetect_val,
+                           opts.nonobserved_val, opts.photometry)
+    relation = ErrorRelation.fit(phot, opts.bands)
+    # the target's own detection rule: below its threshold S/N (at least flux > 0) a band is a non-detection
+    snr = np.maximum(detection_thresholds(phot), 0.0)
+    log("target: simulation noise redrawn from the target's error-vs-magnitude relation, non-detections below "
+        f"S/N {np.round(snr, 2).tolist()}")
     return with_error_relation(sims, relation, opts.bands, opts.err_bands, seed=opts.seed + 3000,
-                               nondetect_val=opts.nondetect_val, nonobserved_val=opts.nonobserved_val)
+                               nondetect_snr=snr, nondetect_val=opts.nondetect_val,
+                               nonobserved_val=opts.nonobserved_val)
+
+
+def pretrain_deepz(sims: Mapping, opts: Any, progress: Callable[[str], None] | None = None,
+                   target: Mapping | None = None, checkpoints: "CheckpointStore | None" = None) -> DeepzModel:
+    """Pretrain on a simulation table (phase 'pretrain'); with ``target``, toward it.
+
+    ``target`` (unlabelled photometry) applies options ``target_sim_noise`` (the simulations' noise
+    redrawn from the target's error relation) and ``target_sim_weights`` (each simulated galaxy
+    weighted by p_target / p_sims); see :func:`rail.deepz.transfer.pretrain`.
+    """
+    log = progress or (lambda msg: None)
+    if target is not None and opts.target_sim_noise:
+        sims = _sims_with_target_noise(sims, target, opts, log)
+    toward = None
+    if target is not None and opts.target_sim_weights:
+        toward = prepare_training_data(target, opts, need_redshift=False).features
+    with record_function("deepz.pretrain"):
+        return transfer.pretrain(sims, opts, progress=log, checkpoints=checkpoints, target_features=toward)
 
 
 def _pretrained_model(sims: Mapping | None, sim_data: TrainingData | None, pretrained: Mapping | None, opts: Any,

@@ -57,7 +57,7 @@ def _exposure_columns(table: Mapping[str, Any], keys: Sequence[str]) -> set[str]
 
 
 def with_error_relation(table: Mapping[str, Any], relation: ErrorRelation, bands: Sequence[str],
-                        err_bands: Sequence[str], seed: int, nondetect_snr: float = 1.0,
+                        err_bands: Sequence[str], seed: int, nondetect_snr: float | np.ndarray = 1.0,
                         nondetect_val: float = 99.0, nonobserved_val: float = -99.0) -> dict[str, np.ndarray]:
     """A copy of a simulation table with new noise drawn from ``relation``.
 
@@ -65,7 +65,8 @@ def with_error_relation(table: Mapping[str, Any], relation: ErrorRelation, bands
     f_true from the table's ``flux_true_{band}`` columns (N,). The returned flat table replaces
     ``flux_{band}``, ``flux_err_{band}`` and the ``bands`` / ``err_bands`` magnitude columns (RAIL
     non-detection convention, :func:`.noise.fluxes_to_mags`), keeps the other columns and drops the
-    individual exposures and ``n_exp`` columns (they would no longer match the coadd). ``table`` is
+    individual exposures and ``n_exp`` columns (they would no longer match the coadd). Below
+    ``nondetect_snr`` (one value, or one per band) a band is a non-detection. ``table`` is
     not modified; the same ``seed`` gives the same table.
     """
     bands, err_bands = list(bands), list(err_bands)

@@ -25,7 +25,7 @@ from rail.deepz.checkpoint import CheckpointStore
 from rail.deepz.devices import resolve_device, set_num_threads
 from rail.deepz.estimating import ANCIL_KEYS, DeepzPredictor
 from rail.deepz.handles import DeepzModelHandle, TurnTakingQPHandle, parallel_hdf5_available
-from rail.deepz.informing import train_deepz
+from rail.deepz.informing import pretrain_deepz, train_deepz
 from rail.deepz.model_io import load_model, validate_model
 from rail.deepz.options import ESTIMATE_OPTIONS, INFORM_OPTIONS, estimate_options, inform_options
 from rail.deepz.schema import stage_parameters
@@ -184,7 +184,8 @@ class DeepzInformer(CheckedOptions, _InputFilesChecked, CatInformer):
         if self.config.phase == "autoencoder":
             model = transfer.train_autoencoder(data, opts, progress=log, **ckpt) if root else None
         elif self.config.phase == "pretrain":
-            model = transfer.pretrain(data if sims is None else sims, opts, progress=log, **ckpt) if root else None
+            model = pretrain_deepz(data if sims is None else sims, opts, progress=log, target=self._target(),
+                                   **ckpt) if root else None
         else:
             model = train_deepz(data, opts, progress=log, sims=sims, pretrained=self._pretrained(), **ckpt,
                                 comm=self.comm if self.size > 1 else None, target=self._target())

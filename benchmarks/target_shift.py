@@ -1,0 +1,256 @@
+"""Training toward the target: spec-z samples that do not look like the photometry to estimate.
+
+Every Deepz model here uses the stage defaults; "+ target" passes the unlabelled photometry of the
+catalogue it is scored on (``inform(..., target=...)``; its redshifts are never read, and no setting
+was chosen on them). Pretrained models start from ``--n-sims`` DeepzSimCreator galaxies (stage
+defaults, simulation seed 1), pretrained with each model seed. Parts (``--parts``):
+
+options  the training file alone: half A's i < 23.5 rows train, half B's photometry is the target
+         and its redshifts score; every target option against the defaults (where the defaults
+         were chosen)
+sel      DC2 training rows with i < 23.5 (2,576) -> the validation file (20,449)
+sel2     a second selection from the training file: a spec-z success that depends on magnitude
+         and redshift (emission lines in the optical at 0.3 < z < 1.0) -> the validation file
+full     the whole random training file (10,225) -> the validation file, from scratch
+sims     models pretrained on the simulations alone, before and after the target options
+         (noise from the target's error relation, weights toward it), scored on the DC2
+         validation file and on a population of the package's template engine
+
+Outliers are |dz| / (1 + z) > 0.15; "beyond" counts only galaxies above the training set's 99th
+redshift percentile.
+
+    python benchmarks/target_shift.py --threads 2
+    python benchmarks/target_shift.py --quick --output /tmp/bench_check
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import harness
+
+QUICK = dict(epochs_per_step=[3, 1, 1], pretrain_epochs_per_step=[2, 1])
+COLUMNS = ["model", "seed", "sigma68", "outliers", "beyond", "inside", "PIT KS", "CDE loss", "train [s]"]
+#: part "options": each target option away from its default (the defaults are the first row with target)
+OPTION_VARIANTS = {
+    "+ target (defaults)": {},
+    "+ target, no weights": dict(target_weights=False),
+    "+ target, 2 dimmed copies": dict(target_dimmed_copies=2),
+    "+ target, simulation fill": dict(target_fill=True),
+    "+ target, simulation noise": dict(target_sim_noise=True),
+    "+ target, simulation weights": dict(target_sim_weights=True),
+}
+
+
+class Runs:
+    """Simulations and pretrained models (made once per seed), trainings and their score rows."""
+
+    def __init__(self, args) -> None:
+        self.args = args
+        self.options = dict(num_threads=args.threads, **(QUICK if args.quick else {}))
+        self._sims: dict | None = None
+        self._pretrained: dict[int, dict] = {}
+        self.rows: dict[str, list[dict]] = {}
+
+    def sims(self) -> dict:
+        if self._sims is None:
+            from rail.deepz import DeepzSimCreator
+
+            n = self.args.n_sims
+            stage = DeepzSimCreator.make_stage(name="target_sims", model="none", n_samples=n, seed=1,
+                                               hdf5_groupname="")
+            self._sims = stage.sample(n, 1).data
+        return self._sims
+
+    def pretrained(self, seed: int) -> dict:
+        if seed not in self._pretrained:
+            self._pretrained[seed] = harness.deepz_inform(self.sims(), phase="pretrain", seed=seed, **self.options)
+        return self._pretrained[seed]
+
+    def train(self, table: dict, seed: int, kind: str, target: dict | None = None, **extra) -> tuple[dict, float]:
+        """``kind`` "scratch" or "pretrained" (the seed's shared pretraining, excluded from the time)."""
+        kw = dict(self.options, seed=seed, **extra)
+        if kind == "pretrained":
+            kw.update(pretrained=self.pretrained(seed), sims=self.sims())
+            if extra.get("target_sim_noise") or extra.get("target_sim_weights"):
+                kw.pop("pretrained")  # these change the pretraining itself: it runs inside (and is timed)
+        with harness.timed() as t:
+            model = harness.deepz_inform(table, target=target, **kw)
+        return model, t["wall_s"]
+
+    def score(self, part: str, name: str, seed: int, model: dict, test: dict, z_train: np.ndarray,
+              seconds: float) -> None:
+        from rail.deepz.metrics import photoz_scores
+
+        ens = harness.deepz_ensemble(model, test)
+        z = test["redshift"]
+        s = photoz_scores(ens, z)
+        zp = np.asarray(ens.ancil["zmode"]).ravel()
+        out = np.abs(zp - z) / (1 + z) > 0.15
+        beyond = z > np.percentile(z_train, 99)
+        row = dict(model=name, seed=seed, sigma68=s["sigma68"], outliers=s["outlier_frac"],
+                   beyond=float(out[beyond].mean()) if beyond.any() else float("nan"),
+                   inside=float(out[~beyond].mean()), n_beyond=int(beyond.sum()), pit_ks=s["pit_ks"],
+                   cde_loss=s["cde_loss"], bias=s["bias"], seconds=seconds, target=model["meta"].get("target"))
+        self.rows.setdefault(part, []).append(row)
+        harness.log(f"{part} {name} seed {seed}: sigma68 {row['sigma68']:.4f} outliers {row['outliers']:.4f} "
+                    f"(beyond {row['beyond']:.3f}) PIT KS {row['pit_ks']:.4f}")
+
+
+def selection_parts(runs: Runs, train: dict, valid: dict) -> None:
+    """Parts sel and sel2: scratch, pretrained, pretrained + target, per seed; scored on the validation file."""
+    target = {k: v for k, v in valid.items() if k != "redshift"}
+    selections = {"sel": train["mag_i_lsst"] < 23.5, "sel2": success_selection(train)}
+    for part in [p for p in ("sel", "sel2") if p in runs.args.parts]:
+        table = harness.subset(train, selections[part])
+        for seed in harness.int_list(runs.args.seeds):
+            for name, kind, tgt in (("scratch", "scratch", None), ("pretrained", "pretrained", None),
+                                    ("pretrained + target", "pretrained", target)):
+                model, sec = runs.train(table, seed, kind, tgt)
+                runs.score(part, name, seed, model, valid, table["redshift"], sec)
+
+
+def success_selection(train: dict) -> np.ndarray:
+    """A spec-z success selection: all of i < 22, 80% at 0.3 < z < 1.0 and 20% elsewhere to i = 24.5 (seed 5)."""
+    i, z = train["mag_i_lsst"], train["redshift"]
+    p = np.where(i < 22.0, 1.0, np.where(i < 24.5, np.where((z > 0.3) & (z < 1.0), 0.8, 0.2), 0.0))
+    return np.random.default_rng(5).random(len(i)) < p
+
+
+def part_full(runs: Runs, train: dict, valid: dict) -> None:
+    """The whole training file, from scratch, with and without the validation photometry as target."""
+    target = {k: v for k, v in valid.items() if k != "redshift"}
+    for seed in harness.int_list(runs.args.seeds):
+        for name, tgt in (("scratch", None), ("scratch + target", target)):
+            model, sec = runs.train(train, seed, "scratch", tgt)
+            runs.score("full", name, seed, model, valid, train["redshift"], sec)
+
+
+def part_options(runs: Runs, train: dict) -> None:
+    """The training file alone: half A's bright rows train, half B is the target; every option's effect."""
+    n = len(train["redshift"])
+    perm = np.random.default_rng(0).permutation(n)
+    a, b = perm[: n // 2], perm[n // 2 :]
+    table = harness.subset(train, a[train["mag_i_lsst"][a] < 23.5])
+    test = harness.subset(train, b)
+    target = {k: v for k, v in test.items() if k != "redshift"}
+    for seed in harness.int_list(runs.args.seeds):
+        for name, kind, tgt, extra in [("scratch", "scratch", None, {}), ("pretrained", "pretrained", None, {})] + \
+                [(f"pretrained {k}", "pretrained", target, v) for k, v in OPTION_VARIANTS.items()]:
+            model, sec = runs.train(table, seed, kind, tgt, **extra)
+            runs.score("options", name, seed, model, test, table["redshift"], sec)
+
+
+def part_sims(runs: Runs, valid: dict) -> None:
+    """Simulation-only models before / after the target options, on DC2 and on a template population."""
+    from rail.deepz import DeepzSimCreator
+
+    n = 4000 if runs.args.quick else 20000
+    templates = DeepzSimCreator.make_stage(name="template_population", model="none", n_samples=n, seed=2,
+                                           engine="templates", noise_model="snr", snr_broad=15.0,
+                                           hdf5_groupname="").sample(n, 2).data
+    seed = harness.int_list(runs.args.seeds)[0]
+    for population, test in (("DC2 validation", valid), ("template engine", templates)):
+        target = {k: v for k, v in test.items() if k != "redshift"}
+        for name, extra in (("before", dict(target_sim_noise=False, target_sim_weights=False)),
+                            ("after (noise + weights)", dict(target_sim_noise=True, target_sim_weights=True)),
+                            ("after (noise only)", dict(target_sim_noise=True, target_sim_weights=False))):
+            with harness.timed() as t:
+                model = harness.deepz_inform(runs.sims(), phase="pretrain", seed=seed,
+                                             target=None if name == "before" else target, **runs.options, **extra)
+            runs.score("sims", f"{population}: {name}", seed, model, test, runs.sims()["redshift"], t["wall_s"])
+
+
+def tables(runs: Runs) -> list[dict]:
+    titles = dict(
+        options="Training file only: bright half-A rows train, half B is the target (defaults chosen here)",
+        sel="DC2 training rows with i < 23.5 (2,576) -> validation file (20,449), target = its photometry",
+        sel2="A magnitude- and redshift-dependent spec-z success selection from the training file -> validation file",
+        full="The whole random training file (10,225) -> validation file, from scratch",
+        sims="Pretrained on the simulations alone, without and with a target",
+    )
+    out = []
+    for part, rows in runs.rows.items():
+        body = []
+        names = list(dict.fromkeys(r["model"] for r in rows))
+        for name in names:
+            mine = [r for r in rows if r["model"] == name]
+            for r in mine:
+                body.append(_cells(r, str(r["seed"])))
+            if len(mine) > 1:
+                mean = {k: float(np.nanmean([r[k] for r in mine])) for k in
+                        ("sigma68", "outliers", "beyond", "inside", "pit_ks", "cde_loss", "seconds")}
+                body.append(_cells(dict(mean, model=f"**{name}**"), "**mean**"))
+        n_beyond = rows[0]["n_beyond"]
+        out.append(harness.table(titles[part], COLUMNS, body,
+                                 note=f"beyond: outlier fraction of the {n_beyond} test galaxies above the training "
+                                      "set's 99th redshift percentile; inside: of the others"))
+    return out
+
+
+def _cells(r: dict, seed: str) -> list:
+    f = harness.fmt
+    return [r["model"], seed, f(r["sigma68"]), f(r["outliers"]), f(r["beyond"], ".3f"), f(r["inside"]),
+            f(r["pit_ks"]), f(r["cde_loss"], ".3f"), f(r["seconds"], ".0f")]
+
+
+def plot(runs: Runs, path: str) -> None:
+    """Outliers and PIT KS per model (mean and seeds) of every part with several seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    parts = [p for p in ("sel", "sel2", "full", "options") if p in runs.rows]
+    if not parts:
+        return
+    fig, axes = plt.subplots(2, len(parts), figsize=(4.2 * len(parts), 6.5), squeeze=False)
+    for j, part in enumerate(parts):
+        rows = runs.rows[part]
+        names = list(dict.fromkeys(r["model"] for r in rows))
+        for i, key in enumerate(("outliers", "pit_ks")):
+            ax = axes[i, j]
+            for k, name in enumerate(names):
+                vals = [r[key] for r in rows if r["model"] == name]
+                ax.bar(k, np.mean(vals), color="C0" if "target" not in name else "C1", alpha=0.7)
+                ax.plot([k] * len(vals), vals, "k.", ms=4)
+            ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+            ax.set_ylabel("outlier fraction" if key == "outliers" else "PIT KS")
+            if i == 0:
+                ax.set_title(part)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    ap = harness.parser(__doc__)
+    ap.add_argument("--parts", default="options,sel,sel2,full,sims", help="comma-separated parts")
+    ap.add_argument("--seeds", default="87,88,89", help="model seeds")
+    ap.add_argument("--n-sims", type=int, default=100_000, help="simulated galaxies for pretraining")
+    ap.add_argument("--figure", default="docs/_static/target_shift.png", help="plot file ('' = none)")
+    args = ap.parse_args()
+    args.parts = [p for p in args.parts.split(",") if p]
+    if args.quick:
+        args.n_sims, args.seeds = 3000, "87"
+    harness.set_threads(args.threads)
+    train_path, valid_path = harness.dc2_paths()
+    train, valid = harness.read_table(train_path), harness.read_table(valid_path)
+    if args.quick:
+        train = harness.subset(train, harness.random_rows(len(train["redshift"]), 3000, 1))
+        valid = harness.subset(valid, harness.random_rows(len(valid["redshift"]), 3000, 1))
+    runs = Runs(args)
+    if "options" in args.parts:
+        part_options(runs, train)
+    selection_parts(runs, train, valid)
+    if "full" in args.parts:
+        part_full(runs, train, valid)
+    if "sims" in args.parts:
+        part_sims(runs, valid)
+    if args.figure:
+        plot(runs, args.figure)
+    harness.write_result("target_shift", "Deepz with and without the target photometry", tables(runs),
+                         dict(rows=runs.rows, n_sims=args.n_sims, figure=args.figure), args.output)
+
+
+if __name__ == "__main__":
+    main()
