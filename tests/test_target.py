@@ -191,7 +191,7 @@ def test_target_transfer_fills_with_simulations(tiny, bright_and_target, one_tor
     stage.inform(spec, sims, target=target)
     info = stage.get_data("model")["meta"]["target"]
     assert info["fill_fraction"] == pytest.approx(min(info["uncovered"], 0.9))
-    assert info["fill_n_eff"] > 50
+    assert info["fill_n_eff"] > 10
 
 
 def test_dimmed_copies_look_like_the_target(dc2_train):
