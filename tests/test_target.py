@@ -266,3 +266,47 @@ def test_coverage_calibration_terms():
     fitted, info = fit_calibration(log_w[:1], means[:1], stds[:1], z, recenter=0.0, coverage=cov.numpy())
     assert 1.6 < fitted.uncovered_scale < 2.5 and 0.8 < fitted.std_scale < 1.25
     assert info["cvm_after"] < info["cvm_before"]
+
+
+@pytest.mark.pipelines
+def test_ceci_pipeline_with_a_target_input(tiny, dc2_train, tmp_path):
+    """DeepzTargetInformer in a ceci pipeline: target aliased to the estimator's input; coverage in the PDFs."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import tables_io
+    import yaml
+
+    i = np.asarray(dc2_train["mag_i_lsst"])
+    a, b = _halves(len(i), seed=4)
+    os.makedirs(tmp_path / "data")
+    tables_io.write({"photometry": {k: np.asarray(v)[a][i[a] < 23.5][:800] for k, v in dc2_train.items()}},
+                    str(tmp_path / "data" / "train.hdf5"))
+    tables_io.write({"photometry": {k: np.asarray(v)[b][:1500] for k, v in dc2_train.items()}},
+                    str(tmp_path / "data" / "test.hdf5"))
+    pipe = dict(modules="rail", inputs=dict(input_train="data/train.hdf5", input_test="data/test.hdf5"),
+                stages=[dict(name="inform_deepz", classname="DeepzTargetInformer", module_name="rail.estimation.algos.deepz",
+                             aliases=dict(input="input_train", target="input_test", model="model_inform_deepz"),
+                             threads_per_process=1),
+                        dict(name="estimate_deepz", classname="DeepzEstimator", module_name="rail.estimation.algos.deepz",
+                             aliases=dict(input="input_test", model="model_inform_deepz", output="output_estimate_deepz"),
+                             threads_per_process=1)],
+                output_dir="out", log_dir="logs", config="config.yml", resume=False,
+                site=dict(name="local", max_threads=1))
+    config = dict(inform_deepz=dict(name="inform_deepz", hdf5_groupname="photometry", **tiny()),
+                  estimate_deepz=dict(name="estimate_deepz", hdf5_groupname="photometry"))
+    (tmp_path / "pipe.yml").write_text(yaml.safe_dump(pipe, sort_keys=False))
+    (tmp_path / "config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    ceci = shutil.which("ceci") or os.path.join(os.path.dirname(sys.executable), "ceci")
+    proc = subprocess.run([ceci, "pipe.yml"], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    model = load_model(str(tmp_path / "out" / "model_inform_deepz.pkl"))
+    assert model["meta"]["target"]["n_target"] == 1500
+    import qp
+
+    ens = qp.read(str(tmp_path / "out" / "output_estimate_deepz.hdf5"))
+    cov = np.asarray(ens.ancil["coverage"]).ravel()
+    assert cov.shape == (1500,) and np.all((cov >= 0) & (cov <= 1))
