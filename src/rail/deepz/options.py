@@ -141,6 +141,9 @@ _TARGET = [
     Option("target_dimmed_copies", "int", 0, "with a target: add this many copies of every spec-z galaxy, dimmed to "
            "reference magnitudes drawn from the target's fainter galaxies, with the target's noise at that flux and "
            "its detection threshold (same redshift and colours)", lo=0),
+    Option("target_autoencoder", "bool", False, "with a target and neither sims nor a pretrained model: first "
+           "train the encoder and decoder on the target's photometry (phase 'autoencoder'), then the ensemble "
+           "from them"),
     Option("target_sim_weights", "bool", False, "with a target and sims: weight each simulated galaxy's "
            "pretraining loss by p_target(x) / p_sims(x) (clipped at weight_clip squared)"),
     Option("target_sim_noise", "bool", False, "with a target and sims holding noiseless fluxes (flux_true_*): "
