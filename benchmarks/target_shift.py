@@ -35,6 +35,7 @@ COLUMNS = ["model", "seed", "sigma68", "outliers", "beyond", "inside", "PIT KS",
 OPTION_VARIANTS = {
     "+ target (defaults)": {},
     "+ target, no weights": dict(target_weights=False),
+    "+ target, no member spread": dict(target_member_spread=False),
     "+ target, 2 dimmed copies": dict(target_dimmed_copies=2),
     "+ target, simulation fill": dict(target_fill=True),
     "+ target, simulation noise": dict(target_sim_noise=True),
@@ -135,7 +136,10 @@ def part_options(runs: Runs, train: dict) -> None:
     test = harness.subset(train, b)
     target = {k: v for k, v in test.items() if k != "redshift"}
     for seed in harness.int_list(runs.args.seeds):
-        for name, kind, tgt, extra in [("scratch", "scratch", None, {}), ("pretrained", "pretrained", None, {})] + \
+        for name, kind, tgt, extra in [("scratch", "scratch", None, {}), ("scratch + target", "scratch", target, {}),
+                                       ("scratch + target, target autoencoder", "scratch", target,
+                                        dict(target_autoencoder=True)),
+                                       ("pretrained", "pretrained", None, {})] + \
                 [(f"pretrained {k}", "pretrained", target, v) for k, v in OPTION_VARIANTS.items()]:
             model, sec = runs.train(table, seed, kind, tgt, **extra)
             runs.score("options", name, seed, model, test, table["redshift"], sec)
@@ -224,7 +228,7 @@ def plot(runs: Runs, path: str) -> None:
 
 def main() -> None:
     ap = harness.parser(__doc__)
-    ap.add_argument("--parts", default="options,sel,sel2,full,sims", help="comma-separated parts")
+    ap.add_argument("--parts", default="sel,sel2,full,options,sims", help="comma-separated parts")
     ap.add_argument("--seeds", default="87,88,89", help="model seeds")
     ap.add_argument("--n-sims", type=int, default=100_000, help="simulated galaxies for pretraining")
     ap.add_argument("--figure", default="docs/_static/target_shift.png", help="plot file ('' = none)")
@@ -239,11 +243,11 @@ def main() -> None:
         train = harness.subset(train, harness.random_rows(len(train["redshift"]), 3000, 1))
         valid = harness.subset(valid, harness.random_rows(len(valid["redshift"]), 3000, 1))
     runs = Runs(args)
-    if "options" in args.parts:
-        part_options(runs, train)
     selection_parts(runs, train, valid)
     if "full" in args.parts:
         part_full(runs, train, valid)
+    if "options" in args.parts:
+        part_options(runs, train)
     if "sims" in args.parts:
         part_sims(runs, valid)
     if args.figure:

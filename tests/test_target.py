@@ -263,7 +263,8 @@ def test_coverage_calibration_terms():
     mu, sd = means[0, torch.arange(n), comp], stds[0, torch.arange(n), comp]
     widen = torch.where(cov > 0.5, 1.0, 2.0)
     z = mu + sd * widen * torch.randn(n, generator=g)
-    fitted, info = fit_calibration(log_w[:1], means[:1], stds[:1], z, recenter=0.0, coverage=cov.numpy())
+    fitted, info = fit_calibration(log_w[:1], means[:1], stds[:1], z, recenter=0.0, coverage=cov.numpy(),
+                                   fit_uncovered=True)
     assert 1.6 < fitted.uncovered_scale < 2.5 and 0.8 < fitted.std_scale < 1.25
     assert info["cvm_after"] < info["cvm_before"]
 
@@ -310,3 +311,21 @@ def test_ceci_pipeline_with_a_target_input(tiny, dc2_train, tmp_path):
     ens = qp.read(str(tmp_path / "out" / "output_estimate_deepz.hdf5"))
     cov = np.asarray(ens.ancil["coverage"]).ravel()
     assert cov.shape == (1500,) and np.all((cov >= 0) & (cov <= 1))
+
+
+def test_member_spread_kept_where_coverage_is_low():
+    """spread_by_coverage: recentring and ambiguity narrowing fade with coverage; full coverage = as before."""
+    from rail.deepz.calibration import Calibration, apply_calibration
+
+    g = torch.Generator().manual_seed(1)
+    log_w = torch.log_softmax(torch.randn(5, 40, 3, generator=g), -1)
+    means, stds = torch.rand(5, 40, 3, generator=g) * 2, torch.full((5, 40, 3), 0.1)
+    plain = Calibration(recenter=1.0, ambiguity=1.0)
+    spread = Calibration(recenter=1.0, ambiguity=1.0, spread_by_coverage=True)
+    ones, zeros = torch.ones(40), torch.zeros(40)
+    for a, b in zip(apply_calibration(log_w, means, stds, plain), apply_calibration(log_w, means, stds, spread, ones)):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(apply_calibration(log_w, means, stds, Calibration()),
+                    apply_calibration(log_w, means, stds, spread, zeros)):
+        torch.testing.assert_close(a, b)
+    assert spread.to_dict()["spread_by_coverage"] is True and "spread_by_coverage" not in plain.to_dict()

@@ -36,16 +36,21 @@ class Calibration:
     # widths scaled by 1 + (uncovered_scale - 1)(1 - c) and its means moved by uncovered_shift (1 - c) sigma
     uncovered_scale: float = 1.0
     uncovered_shift: float = 0.0
+    # recentring and ambiguity narrowing act in proportion to the coverage: members' disagreement
+    # is kept where the spec-z sample did not constrain them
+    spread_by_coverage: bool = False
 
     def to_dict(self) -> dict:
         out = asdict(self)
         if self.uncovered_scale == 1.0 and self.uncovered_shift == 0.0:  # not fitted: kept out of the metadata
             del out["uncovered_scale"], out["uncovered_shift"]
+        if not self.spread_by_coverage:
+            del out["spread_by_coverage"]
         return out
 
     @property
     def uses_coverage(self) -> bool:
-        return self.uncovered_scale != 1.0 or self.uncovered_shift != 0.0
+        return self.spread_by_coverage or self.uncovered_scale != 1.0 or self.uncovered_shift != 0.0
 
 
 def apply_calibration(
@@ -54,7 +59,8 @@ def apply_calibration(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Calibrate per-member mixtures (M, N, G); returns (log_w, means, stds) of the same shape.
 
-    ``coverage`` (N,): the galaxies' coverage, used by the ``uncovered_*`` terms (1 when None).
+    ``coverage`` (N,): the galaxies' coverage, used by the ``uncovered_*`` terms and
+    ``spread_by_coverage`` (1 when None).
     """
     if cal.weight_power != 1.0:
         log_w = torch.log_softmax(log_w * cal.weight_power, dim=-1)
@@ -65,13 +71,16 @@ def apply_calibration(
         member_mean = (weights * means).sum(-1, keepdim=True)  # (M, N, 1)
         offset = member_mean - member_mean.mean(0, keepdim=True)
         spread = (offset * offset).mean(0)  # (N, 1): the members' ambiguity A
+        if coverage is not None and cal.spread_by_coverage:
+            c = coverage.to(means.dtype).clamp(0.0, 1.0).reshape(-1, 1)  # (N, 1)
+            offset, spread = offset * c, spread * c
         if cal.recenter != 0.0:
             means = means - cal.recenter * offset
     if cal.shift != 0.0:
         means = means + cal.shift * stds
     if cal.std_scale != 1.0:
         stds = stds * cal.std_scale
-    if coverage is not None and cal.uses_coverage:
+    if coverage is not None and (cal.uncovered_scale != 1.0 or cal.uncovered_shift != 0.0):
         u = (1.0 - coverage.to(stds.dtype).clamp(0.0, 1.0)).reshape(1, -1, 1)  # (1, N, 1)
         means = means + cal.uncovered_shift * u * stds
         stds = stds * (1.0 + (cal.uncovered_scale - 1.0) * u)
@@ -142,14 +151,17 @@ def fit_calibration(
     fit_power: bool = False,
     weights: np.ndarray | None = None,
     coverage: np.ndarray | None = None,
+    spread_by_coverage: bool = False,
+    fit_uncovered: bool = False,
 ) -> tuple[Calibration, dict]:
     """Fit ``std_scale`` and ``shift`` (and ``weight_power`` when ``fit_power``) on held-out predictions.
 
     ``log_w, means, stds`` (S, N, G): for each of N galaxies the S members that did not train
     on it; z (N,) the true redshifts; ``weights`` (N,) optional weights of the galaxies in the PIT
-    distribution (e.g. toward a target population); ``coverage`` (N,) the galaxies' coverage: when
-    some are poorly covered (rows standing for the target beyond the spec-z sample, e.g. held-out
-    simulations) ``uncovered_scale`` and ``uncovered_shift`` are fitted too. Returns the calibration
+    distribution (e.g. toward a target population); ``coverage`` (N,) the galaxies' coverage, for
+    ``spread_by_coverage`` (kept in the result) and, with ``fit_uncovered`` and enough poorly
+    covered rows (rows standing for the target beyond the spec-z sample, e.g. held-out
+    simulations), for fitting ``uncovered_scale`` and ``uncovered_shift``. Returns the calibration
     and a summary (CvM before/after).
     """
     from scipy.optimize import minimize
@@ -158,13 +170,14 @@ def fit_calibration(
     lw, mu, sd = log_w.double(), means.double(), stds.double()
     if not fit_power:
         bounds_power = (1.0, 1.0)
-    cov = None
+    cov, fit_cov = None, False
     if coverage is not None:
         c = np.clip(np.asarray(coverage, dtype=np.float64), 0.0, 1.0)
+        cov = torch.as_tensor(c)
         w_all = np.ones_like(c) if weights is None else np.asarray(weights, dtype=np.float64)
-        if np.sum(w_all * (1.0 - c)) > 0.02 * np.sum(w_all):  # enough poorly covered weight to fit its terms
-            cov = torch.as_tensor(c)
-    fit_cov = cov is not None
+        # enough poorly covered weight to fit its terms
+        fit_cov = fit_uncovered and np.sum(w_all * (1.0 - c)) > 0.02 * np.sum(w_all)
+    spread_by_coverage = spread_by_coverage and cov is not None
     lo = np.array([np.log(bounds_scale[0]), np.log(bounds_power[0]), bounds_shift[0], np.log(0.5), -1.0])
     hi = np.array([np.log(bounds_scale[1]), np.log(bounds_power[1]), bounds_shift[1], np.log(4.0), 1.0])
     if not fit_cov:
@@ -173,12 +186,13 @@ def fit_calibration(
     def make(theta: np.ndarray) -> Calibration:
         t = np.clip(np.r_[theta, np.zeros(5 - len(theta))], lo, hi)
         return Calibration(recenter=recenter, std_scale=float(np.exp(t[0])), weight_power=float(np.exp(t[1])),
-                           shift=float(t[2]), uncovered_scale=float(np.exp(t[3])), uncovered_shift=float(t[4]))
+                           shift=float(t[2]), uncovered_scale=float(np.exp(t[3])), uncovered_shift=float(t[4]),
+                           spread_by_coverage=spread_by_coverage)
 
     base = np.ones(z.numel()) if weights is None else np.asarray(weights, dtype=np.float64)
     # with coverage terms: the covered and the uncovered rows' PIT distributions must each be uniform
     # (one pooled PIT cannot tell a too-narrow group from a too-wide one)
-    groups = [weights] if cov is None else [base * cov.numpy(), base * (1.0 - cov.numpy())]
+    groups = [base * cov.numpy(), base * (1.0 - cov.numpy())] if fit_cov else [weights]
 
     def objective(theta: np.ndarray) -> float:
         w, m, s = pool_members(lw, mu, sd, make(theta), cov)

@@ -152,11 +152,13 @@ def _calibration(model: torch.nn.Module, x: torch.Tensor, z: np.ndarray, splits:
     ``coverage`` (N,) of the spec-z rows.
     """
     recenter = opts.recenter if n_members > 1 else 0.0
+    spread = coverage is not None and opts.target_member_spread
     if not opts.calibrate:
-        return Calibration(recenter=recenter), {}
+        return Calibration(recenter=recenter, spread_by_coverage=spread), {}
     with record_function("deepz.calibrate"):
         cal, info = calibrate_out_of_fold(model, x, z, splits, opts.n_folds, recenter, opts.calibrate_weight_power,
-                                          weights=weights, extra=extra, coverage=coverage)
+                                          weights=weights, extra=extra, coverage=coverage,
+                                          spread_by_coverage=spread)
     if n_members > 1:
         cal.ambiguity = opts.ambiguity_shrink
     log(f"calibration {cal.to_dict()}: PIT CvM on held-out folds {info['cvm_before']:.3f} -> {info['cvm_after']:.3f}")
@@ -258,15 +260,16 @@ def train_deepz(
 
 def calibrate_out_of_fold(model: torch.nn.Module, x: torch.Tensor, z: np.ndarray, splits: list, n_folds: int,
                           recenter: float, fit_power: bool = False, weights: np.ndarray | None = None,
-                          extra: tuple | None = None, coverage: np.ndarray | None = None
-                          ) -> tuple[Calibration, dict]:
+                          extra: tuple | None = None, coverage: np.ndarray | None = None,
+                          spread_by_coverage: bool = False) -> tuple[Calibration, dict]:
     """Fit the PDF calibration on out-of-fold predictions.
 
     Each training galaxy (scaled features ``x`` (N, F), redshift ``z`` (N,)) is predicted by the
     members whose validation fold held it (``splits``: the members' (train, validation) indices),
     pooled with ``recenter``; returns the :class:`rail.deepz.calibration.Calibration` and a summary.
     ``weights`` (N,): the galaxies' weights in the PIT distribution (default equal); ``coverage`` (N,)
-    their coverage (fits the calibration's ``uncovered_*`` terms). ``extra``: rows no member
+    their coverage (for ``spread_by_coverage``, and for the ``uncovered_*`` terms, fitted when
+    ``extra`` is given). ``extra``: rows no member
     trained on (features (N_e, F), redshifts, weights on the scale of ``weights``, coverage), row i
     predicted by members i, i + M, ... mod M (as many as a training galaxy's held-out members).
     """
@@ -307,5 +310,6 @@ def calibrate_out_of_fold(model: torch.nn.Module, x: torch.Tensor, z: np.ndarray
         zt = torch.cat([zt, torch.as_tensor(np.asarray(z_e), dtype=zt.dtype)])
         w = np.concatenate([np.ones(int(rows.sum())) if w is None else w, np.asarray(w_e, dtype=np.float64)])
         cov = np.concatenate([np.ones(int(rows.sum())) if cov is None else cov, np.asarray(c_e, dtype=np.float64)])
-    cal, info = fit_calibration(lw, mu, sd, zt, recenter, fit_power=fit_power, weights=w, coverage=cov)
+    cal, info = fit_calibration(lw, mu, sd, zt, recenter, fit_power=fit_power, weights=w, coverage=cov,
+                                spread_by_coverage=spread_by_coverage, fit_uncovered=extra is not None)
     return cal, info

@@ -138,6 +138,9 @@ _TARGET = [
     Option("target_fill", "bool", False, "with a target and sims: simulations weighted toward the target fill "
            "the part of it the spec-z sample does not cover, in fine-tuning and calibration (their share of "
            "each batch is that uncovered fraction; replaces finetune_sim_fraction)"),
+    Option("target_member_spread", "bool", True, "with a target: recenter and ambiguity_shrink act in proportion "
+           "to each galaxy's coverage, so the members' disagreement stays in the PDFs of galaxies beyond the "
+           "spec-z sample"),
     Option("target_dimmed_copies", "int", 0, "with a target: add this many copies of every spec-z galaxy, dimmed to "
            "reference magnitudes drawn from the target's fainter galaxies, with the target's noise at that flux and "
            "its detection threshold (same redshift and colours)", lo=0),
