@@ -329,3 +329,30 @@ def test_member_spread_kept_where_coverage_is_low():
                     apply_calibration(log_w, means, stds, spread, zeros)):
         torch.testing.assert_close(a, b)
     assert spread.to_dict()["spread_by_coverage"] is True and "spread_by_coverage" not in plain.to_dict()
+
+
+def test_target_autoencoder_and_simulation_options(tiny, bright_and_target, one_torch_thread):
+    """target_autoencoder starts from an autoencoder on the target; sim noise / weights change the pretraining."""
+    from rail.deepz import DeepzSimCreator
+    from rail.deepz.target_training import sims_with_target_noise
+
+    spec, target, _ = bright_and_target
+    inf = DeepzInformer.make_stage(name="inf_ae", hdf5_groupname="", output_mode="return", checkpoint_dir="",
+                                   **tiny(target_autoencoder=True, pretrain_epochs_per_step=[2, 1]))
+    inf.inform(spec, target=target)
+    assert inf.get_data("model")["meta"]["transfer"]["phase"] == "autoencoder"
+
+    sims = DeepzSimCreator.make_stage(name="sims_opts", model="none", n_samples=2000, seed=6,
+                                      hdf5_groupname="").sample(2000, 6).data
+    opts = inform_options(tiny(target_sim_noise=True))
+    renoised = sims_with_target_noise(sims, target, opts, lambda msg: None)
+    assert not np.array_equal(renoised["mag_r_lsst"], sims["mag_r_lsst"])
+    np.testing.assert_array_equal(renoised["redshift"], sims["redshift"])
+    no_truth = {k: v for k, v in sims.items() if not k.startswith("flux_true_")}
+    assert sims_with_target_noise(no_truth, target, opts, lambda msg: None) is no_truth
+
+    pre = DeepzInformer.make_stage(name="pre_weights", hdf5_groupname="", output_mode="return", checkpoint_dir="",
+                                   phase="pretrain", **tiny(target_sim_weights=True, pretrain_epochs_per_step=[2, 1]))
+    pre.inform(sims, target=target)
+    info = pre.get_data("model")["meta"]["training"]["target_weights"]
+    assert info["weight_max"] > info["weight_min"] and info["weight_n_eff"] < 2000

@@ -122,8 +122,8 @@ def _pretrain_run(table: Mapping, opts: Any, phase: str, progress: Callable[[str
             training_summary(n, data.n_dropped_ref, result, t0, device, cfg),
             exposures=data.exposures,
             augmentation=dict(vars(aug)) if inputs is not None else {},
+            **(dict(target_weights=weight_info) if weight_info else {}),
         ),
-        **(dict(target=weight_info) if weight_info else {}),
         versions=package_versions(),
     )
     if data.exposures:
