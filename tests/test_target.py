@@ -238,8 +238,8 @@ def test_informer_with_dimmed_copies(tiny, bright_and_target, one_torch_thread):
     inf.inform(spec, target=target)
     model = inf.get_data("model")
     assert model["meta"]["training"]["n_train"] > 2.5 * len(spec["redshift"])
-    # copies reach the target's faint end: the coverage model sees far less uncovered target
-    assert model["meta"]["target"]["uncovered"] < 0.2
+    # the coverage still compares the real spec-z galaxies with the target (copies do not count)
+    assert model["meta"]["target"]["uncovered"] > 0.5
 
 
 def test_coverage_calibration_terms():

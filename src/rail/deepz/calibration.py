@@ -1,7 +1,8 @@
 """Calibrating ensemble PDFs on held-out folds.
 
 The pooled PDF of an MDN ensemble is sharp but not calibrated. :class:`Calibration` keeps the
-output a Gaussian mixture and has five parameters: ``recenter`` (members shifted toward the
+output a Gaussian mixture and has five main parameters (models informed with a target add the
+coverage-dependent terms described on the class): ``recenter`` (members shifted toward the
 ensemble mean before pooling) and ``ambiguity`` (each pooled PDF narrowed so its variance drops by
 that fraction of the members' spread, the ambiguity decomposition) are set by the user;
 ``std_scale`` (component widths) and ``shift`` (component means moved by ``shift x sigma``) are
@@ -90,6 +91,7 @@ def apply_calibration(
     return log_w, means, stds
 
 
+_MIN_UNCOVERED_ROWS = 100  # effective rows of low coverage needed to fit the uncovered_* terms
 _MIN_VARIANCE_FRACTION = 0.25  # the ambiguity narrowing keeps at least this fraction of the pooled variance
 
 
@@ -175,8 +177,10 @@ def fit_calibration(
         c = np.clip(np.asarray(coverage, dtype=np.float64), 0.0, 1.0)
         cov = torch.as_tensor(c)
         w_all = np.ones_like(c) if weights is None else np.asarray(weights, dtype=np.float64)
-        # enough poorly covered weight to fit its terms
-        fit_cov = fit_uncovered and np.sum(w_all * (1.0 - c)) > 0.02 * np.sum(w_all)
+        # enough poorly covered weight, and rows, to fit its terms
+        u = w_all * (1.0 - c)
+        fit_cov = (fit_uncovered and u.sum() > 0.02 * w_all.sum()
+                   and u.sum() ** 2 / max(np.sum(u * u), 1e-300) >= _MIN_UNCOVERED_ROWS)
     spread_by_coverage = spread_by_coverage and cov is not None
     lo = np.array([np.log(bounds_scale[0]), np.log(bounds_power[0]), bounds_shift[0], np.log(0.5), -1.0])
     hi = np.array([np.log(bounds_scale[1]), np.log(bounds_power[1]), bounds_shift[1], np.log(4.0), 1.0])

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["DensityRatio", "fit_density_ratio", "clipped_weights"]
+__all__ = ["DensityRatio", "fit_density_ratio", "clipped_ratio", "clipped_weights", "effective_sample_size"]
 
 _HIDDEN = (64, 64)
 
@@ -88,7 +88,8 @@ class DensityRatio:
         return cls(n_features=n_features, states=states, temper=temper)
 
 
-def _balanced_bce(logit: torch.Tensor, label: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def _weighted_bce(logit: torch.Tensor, label: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Sum of the rows' binary cross-entropies times their weights."""
     return (weight * nn.functional.binary_cross_entropy_with_logits(logit, label, reduction="none")).sum()
 
 
@@ -117,7 +118,7 @@ def _train_one(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, x_val: torch.T
             opt.step()
         net.eval()
         with torch.no_grad():
-            val = float(_balanced_bce(net(x_val)[:, 0], y_val, w_val))
+            val = float(_weighted_bce(net(x_val)[:, 0], y_val, w_val))
         if val < best - 1e-5:
             best, best_state, stall = val, {k: v.clone() for k, v in net.state_dict().items()}, 0
         else:
@@ -147,7 +148,7 @@ def _temper(logit: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> np.ndarray
             grad = (w * (p - y)).sum()
             hess = (w * p * (1 - p)).sum().clamp_min(1e-12)
             b = b - grad / hess
-        fits.append((float(_balanced_bce(a * logit + b, y, w)), float(a), float(b)))
+        fits.append((float(_weighted_bce(a * logit + b, y, w)), float(a), float(b)))
     best = min(fits[1:])
     if fits[0][0] - best[0] <= np.log(n_eff) / (2.0 * n_eff):
         best = fits[0]
@@ -182,7 +183,9 @@ def fit_density_ratio(x_ref: np.ndarray, x_target: np.ndarray, seed: int, n_fold
         for k in range(n_folds):
             val = folds == k
             tr = ~val
-            vw = w[val] / w[val].sum()
+            # each class sums to 1/2 within the held-out rows too (folds of unequal size stay balanced)
+            yv = y[val]
+            vw = torch.where(yv > 0.5, 0.5 / yv.sum(), 0.5 / (1 - yv).sum())
             net, ab = _train_one(x[tr], y[tr], w[tr], x[val], y[val], vw, int(seed) + 101 * k, epochs, batch_size)
             with torch.no_grad():
                 oof[val] = ab[0] * net(x[val])[:, 0].double().numpy() + ab[1]
@@ -192,7 +195,21 @@ def fit_density_ratio(x_ref: np.ndarray, x_target: np.ndarray, seed: int, n_fold
     return ratio, oof[:n_r], oof[n_r:]
 
 
+def clipped_ratio(log_ratio: np.ndarray, clip: float) -> np.ndarray:
+    """``min(exp(log_ratio), clip)`` (N,) float64, without overflow."""
+    return np.minimum(np.exp(np.minimum(log_ratio, 50.0)), clip)
+
+
 def clipped_weights(log_ratio: np.ndarray, clip: float) -> np.ndarray:
-    """Importance weights ``min(exp(log_ratio), clip)`` normalised to mean 1 (N,) float64."""
-    w = np.minimum(np.exp(np.minimum(log_ratio, 50.0)), clip)
+    """Importance weights ``min(exp(log_ratio), clip)`` scaled to mean 1 (N,) float64.
+
+    The scaling comes after the clip, so the largest weight can exceed ``clip``.
+    """
+    w = clipped_ratio(log_ratio, clip)
     return w / w.mean()
+
+
+def effective_sample_size(weights: np.ndarray) -> float:
+    """Kish's effective sample size (sum w)^2 / sum w^2 of weights (N,)."""
+    w = np.asarray(weights, dtype=np.float64)
+    return float(w.sum() ** 2 / np.sum(w * w))

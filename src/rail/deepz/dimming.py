@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from .error_relation import ErrorRelation
-from .inputs import AB_ZEROPOINT_NJY, STATUS_NONDETECT, STATUS_OK, FluxTable, Photometry
+from .inputs import AB_ZEROPOINT_NJY, STATUS_MISSING, STATUS_NONDETECT, STATUS_OK, FluxTable, Photometry
 
 __all__ = ["detection_thresholds", "dimmed_copies"]
 
@@ -43,7 +43,7 @@ def dimmed_copies(fluxes: FluxTable, ref_index: int, target_ref_mags: np.ndarray
 
     Parameters
     ----------
-    fluxes : the spec-z galaxies (coadds are used; exposures are coadded first)
+    fluxes : the spec-z galaxies (coadded fluxes)
     ref_index : index of the reference band
     target_ref_mags : (N_t,) reference-band AB magnitudes of the target's galaxies
     relation : the target's flux error [nJy] as a function of flux
@@ -62,7 +62,7 @@ def dimmed_copies(fluxes: FluxTable, ref_index: int, target_ref_mags: np.ndarray
     ref = phot.flux[:, ref_index]
     mag = AB_ZEROPOINT_NJY - 2.5 * np.log10(np.where(ref > 0, ref, np.nan))
     first_fainter = np.searchsorted(tmags, np.nan_to_num(mag, nan=np.inf), side="right")
-    missing = phot.status == 2
+    missing = phot.status == STATUS_MISSING
     out_flux, out_err, out_missing, parents = [], [], [], []
     for _ in range(int(n_copies)):
         # a target magnitude fainter than the galaxy's own, uniformly among the target's galaxies

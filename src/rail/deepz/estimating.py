@@ -232,8 +232,8 @@ class DeepzPredictor:
 
         Returns a dict of numpy arrays: ``weights``, ``means``, ``stds`` (N, K) in ``pdf_dtype``
         ('float32' or 'float64'; the point estimates are computed in float64 from the stored
-        values) and the ancil columns zmode, zmean, zmedian, zstd, odds (N,) float64 and
-        deepz_flag (N,) int32.
+        values) and the ancil columns zmode, zmean, zmedian, zstd, odds, coverage (N,) float64
+        and deepz_flag (N,) int32.
         ``n_output_components`` > 0 merges each mixture down to at most that many Gaussians
         (moment-preserving, :func:`rail.deepz.mixture.reduce_components`); the point estimates
         are then those of the merged mixture (zmean and zstd are unchanged by the merge).

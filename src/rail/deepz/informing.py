@@ -40,6 +40,9 @@ def train_config(opts: Any) -> TrainConfig:
                        weight_decay=opts.weight_decay, ae_weight=opts.ae_weight, seed=opts.seed)
 
 
+_FEW_TARGET_ROWS = 200  # below this a target's density ratios are mostly noise (a warning is logged)
+
+
 def _read_tables(table: Mapping, sims: Mapping | None, target: Mapping | None, opts: Any,
                  log: Callable[[str], None]) -> tuple[TrainingData, TrainingData | None, TrainingData | None]:
     """The network inputs of the spec-z table, the simulations and the target photometry."""
@@ -53,16 +56,22 @@ def _read_tables(table: Mapping, sims: Mapping | None, target: Mapping | None, o
         sims = sims_with_target_noise(sims, target, opts, log)
     if sims is not None:
         with record_function("deepz.prepare_data"):
-            sim_data = prepare_training_data(sims, opts)
+            sim_data = prepare_training_data(sims, opts, source="the simulation table")
     elif opts.finetune_sim_fraction > 0:
         raise ValueError("option 'finetune_sim_fraction' > 0 needs the simulation table (input 'sims')")
     target_data = None
     if target is not None:  # unlabelled: a redshift column, if any, is never read
         with record_function("deepz.prepare_data"):
-            target_data = prepare_training_data(target, opts, need_redshift=False)
+            target_data = prepare_training_data(target, opts, need_redshift=False, source="input 'target'")
         if target_data.n_dropped_ref:
             log(f"target: {target_data.n_dropped_ref} rows without a usable reference band '{opts.ref_band}' "
                 "left out of the covariate-shift fit")
+        if len(target_data.features) < _FEW_TARGET_ROWS:
+            log(f"warning: input 'target' has only {len(target_data.features)} usable rows: the density ratios "
+                f"behind the weights and coverage are noisy below a few hundred")
+        unused = [name for name in ("target_fill", "target_sim_noise", "target_sim_weights") if getattr(opts, name)]
+        if sims is None and unused:
+            log(f"warning: option(s) {unused} need the simulations (input 'sims'): not applied")
     return data, sim_data, target_data
 
 
@@ -79,7 +88,7 @@ def pretrain_deepz(sims: Mapping, opts: Any, progress: Callable[[str], None] | N
         sims = sims_with_target_noise(sims, target, opts, log)
     toward = None
     if target is not None and opts.target_sim_weights:
-        toward = prepare_training_data(target, opts, need_redshift=False).features
+        toward = prepare_training_data(target, opts, need_redshift=False, source="input 'target'").features
     with record_function("deepz.pretrain"):
         return transfer.pretrain(sims, opts, progress=log, checkpoints=checkpoints, target_features=toward)
 
@@ -198,7 +207,7 @@ def train_deepz(
     n_real = data.features.shape[0]
     data, parents = with_dimmed_copies(data, target, target_data, opts, log)
     mean, std, arch = _starting_point(data, pretrained, opts)
-    shift, fill = fit_shift(data, sim_data, target_data, mean, std, pretrained is not None, opts, log)
+    shift, fill = fit_shift(data, n_real, sim_data, target_data, mean, std, pretrained is not None, opts, log)
     row_weights = shift.spec_weights if shift is not None and opts.target_weights else None
 
     n, z = data.features.shape[0], data.redshift

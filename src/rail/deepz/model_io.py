@@ -291,8 +291,9 @@ class UnpackedModel:
         self.coverage = None  # (DensityRatio, clip) of a model informed with a target sample
         if "coverage" in meta:
             from .density_ratio import DensityRatio  # pylint: disable=import-outside-toplevel
+            from .target_shift import COVERAGE_PREFIX  # pylint: disable=import-outside-toplevel
 
-            ratio = DensityRatio.from_arrays(arrays, "coverage", int(meta["coverage"]["n_features"]))
+            ratio = DensityRatio.from_arrays(arrays, COVERAGE_PREFIX, int(meta["coverage"]["n_features"]))
             self.coverage = (ratio, float(meta["coverage"]["clip"]))
 
 

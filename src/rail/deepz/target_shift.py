@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .density_ratio import DensityRatio, clipped_weights, fit_density_ratio
+from .density_ratio import DensityRatio, clipped_ratio, clipped_weights, effective_sample_size, fit_density_ratio
 
 __all__ = ["TargetShift", "fit_target_shift", "coverage_from_log_ratio", "simulation_weights", "COVERAGE_PREFIX"]
 
@@ -64,7 +64,7 @@ class TargetShift:
         w = self.spec_weights
         return dict(clip=self.clip, n_target=int(self.target_coverage.size), uncovered=round(self.uncovered, 4),
                     weight_min=round(float(w.min()), 4), weight_max=round(float(w.max()), 4),
-                    weight_n_eff=round(float(w.sum() ** 2 / np.sum(w * w)), 1),
+                    weight_n_eff=round(effective_sample_size(w), 1),
                     temper=[[round(float(v), 4) for v in row] for row in self.ratio.temper])
 
 
@@ -86,6 +86,6 @@ def simulation_weights(shift: TargetShift, x_sims: np.ndarray, x_target: np.ndar
     if not uncovered.any():
         return np.zeros(len(x_sims))
     _, log_r_sims, _ = fit_density_ratio(x_sims, x_target, seed + 1)
-    w = uncovered * np.minimum(np.exp(np.minimum(log_r_sims, 50.0)), shift.clip**2)
+    w = uncovered * clipped_ratio(log_r_sims, shift.clip**2)
     total = w.sum()
     return w / total if total > 0 else np.zeros(len(x_sims))

@@ -20,6 +20,7 @@ from . import transfer
 from .dimming import detection_thresholds, dimmed_copies
 from .error_relation import ErrorRelation
 from .inputs import AB_ZEROPOINT_NJY, FluxTable, band_key, read_photometry
+from .density_ratio import clipped_weights, effective_sample_size, fit_density_ratio
 from .target_shift import TargetShift, fit_target_shift, simulation_weights
 from .training import AuxiliaryData, TrainConfig
 from .training_data import TrainingData
@@ -77,9 +78,11 @@ class SimulationFill:
         self.calibration_rows, pool = np.sort(perm[:n_cal]), perm[n_cal:]
         self.calibration_weights = weights[self.calibration_rows]
         self.calibration_coverage = self.coverage[self.calibration_rows]
-        p = weights[pool] / weights[pool].sum()
-        self.pool = rng.choice(pool, size=len(pool), p=p)  # importance resampling: the loss stays a plain mean
-        self.n_eff = float(1.0 / np.sum(p * p))
+        self.pool, self.n_eff = np.zeros(0, dtype=np.int64), 0.0
+        if weights[pool].sum() > 0:  # else no simulated galaxy stands for the uncovered target
+            p = weights[pool] / weights[pool].sum()
+            self.pool = rng.choice(pool, size=len(pool), p=p)  # importance resampling: the loss stays a plain mean
+            self.n_eff = effective_sample_size(p)
 
     def batches(self, sim_data: TrainingData, mean: np.ndarray, std: np.ndarray, opts: Any, device: torch.device,
                 cfg: TrainConfig) -> AuxiliaryData:
@@ -103,7 +106,8 @@ def with_dimmed_copies(data: TrainingData, target: Mapping | None, target_data: 
     limit_flux = 10.0 ** (-0.4 * (np.array([opts.mag_limits[b] for b in opts.bands], dtype=np.float64)
                                   - AB_ZEROPOINT_NJY))
     with record_function("deepz.dimmed_copies"):
-        copies, parents = dimmed_copies(data.fluxes, ref, target_data.features[:, -1], relation,
+        target_ref_mags = target_data.features[:, -1]  # the last feature is the reference magnitude
+        copies, parents = dimmed_copies(data.fluxes, ref, target_ref_mags, relation,
                                         detection_thresholds(phot), limit_flux, opts.target_dimmed_copies, opts.seed)
         x, ratios, ratio_err, bad = feat.flux_features(copies.coadd(), ref)
     keep = ~bad
@@ -132,30 +136,45 @@ def copy_splits(splits: list, parents: np.ndarray | None, n_real: int) -> list:
     return out
 
 
-def fit_shift(data: TrainingData, sim_data: TrainingData | None, target_data: TrainingData | None,
-                  mean: np.ndarray, std: np.ndarray, fine_tuning: bool, opts: Any,
-                  log: Callable[[str], None]) -> tuple[TargetShift | None, SimulationFill | None]:
-    """Covariate-shift weights and coverage toward the target; the simulation fill when it applies."""
+def fit_shift(data: TrainingData, n_real: int, sim_data: TrainingData | None, target_data: TrainingData | None,
+              mean: np.ndarray, std: np.ndarray, fine_tuning: bool, opts: Any,
+              log: Callable[[str], None]) -> tuple[TargetShift | None, SimulationFill | None]:
+    """Covariate-shift weights and coverage toward the target; the simulation fill when it applies.
+
+    The coverage compares the first ``n_real`` rows of ``data`` (the real spec-z galaxies) with the
+    target. Rows after them (dimmed copies) get weights from a second classifier, all rows against
+    the target, so the copies count where they resemble it; their coverage is the classifier's.
+    """
     if target_data is None:
         return None, None
     x_target = (target_data.features - mean) / std
+    x = (data.features - mean) / std
     with record_function("deepz.target_shift"):
-        shift = fit_target_shift((data.features - mean) / std, x_target, opts.weight_clip, opts.seed)
+        shift = fit_target_shift(x[:n_real], x_target, opts.weight_clip, opts.seed)
+        if len(x) > n_real:  # dimmed copies
+            _, log_r, _ = fit_density_ratio(x, x_target, opts.seed + 2)
+            shift.spec_weights = clipped_weights(log_r, opts.weight_clip)
+            shift.spec_coverage = np.concatenate([shift.spec_coverage, shift.coverage(x[n_real:])])
     w = shift.spec_weights
     log(f"target: {x_target.shape[0]} galaxies; spec-z weights {w.min():.2f}-{w.max():.2f} "
-        f"(effective sample {w.sum() ** 2 / np.sum(w * w):.0f} of {w.size}); "
+        f"(effective sample {effective_sample_size(w):.0f} of {w.size}); "
         f"{100 * shift.uncovered:.1f}% of the target beyond the spec-z sample's coverage")
     fill = None
     if opts.target_fill and sim_data is not None and fine_tuning and shift.uncovered > _FILL_MIN:
         with record_function("deepz.target_shift"):
             fill = SimulationFill(shift, (sim_data.features - mean) / std, x_target, opts.seed)
-        log(f"target: simulations stand for the uncovered {100 * fill.fraction:.1f}%: as much of every fine-tuning "
-            f"batch (effective {fill.n_eff:.0f} simulated galaxies) and held-out rows in the calibration")
+        if fill.pool.size == 0:
+            log("target: no simulated galaxy lies in the target's uncovered part: no simulation fill")
+            fill = None
+        else:
+            log(f"target: simulations stand for the uncovered {100 * fill.fraction:.1f}%: as much of every "
+                f"fine-tuning batch (effective {fill.n_eff:.0f} simulated galaxies) and held-out rows in the "
+                "calibration")
     return shift, fill
 
 
 def calibration_rows(row_weights: np.ndarray | None, shift: TargetShift | None, fill: SimulationFill | None,
-                      sim_data: TrainingData | None, mean: np.ndarray, std: np.ndarray, device: torch.device):
+                     sim_data: TrainingData | None, mean: np.ndarray, std: np.ndarray, device: torch.device):
     """Weights and coverage of the spec-z rows, and the held-out simulated rows, of a target-weighted calibration."""
     if shift is None:
         return row_weights, None, None

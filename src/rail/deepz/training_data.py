@@ -36,22 +36,29 @@ class TrainingData:
         return self.fluxes is not None and self.fluxes.exposures
 
 
-def prepare_training_data(table: Mapping, opts: Any, need_redshift: bool = True) -> TrainingData:
+def prepare_training_data(table: Mapping, opts: Any, need_redshift: bool = True,
+                          source: str = "the training table") -> TrainingData:
     """Read, convert and clean a training table; raise a clear error if it cannot be used.
 
     Rows whose reference band is unusable, or (with ``need_redshift``) whose redshift is not finite
     and >= 0, are dropped. Tables with individual exposures (``flux_{band}_exp{k}``, option
     ``use_exposures``) are read through them: the features are those of the full coadd.
+    ``source`` names the table in error messages (e.g. "input 'target'").
     """
     if opts.ref_band not in opts.bands:
         raise ValueError(f"option 'ref_band' ({opts.ref_band!r}) must be one of 'bands' {opts.bands}")
     exposures = uses_exposures(table, opts.bands, opts.use_exposures)
-    fluxes, phot = read_flux_table(table, opts.bands, opts.err_bands, opts.mag_limits, opts.nondetect_val,
-                                   opts.nonobserved_val, use_exposures=exposures, photometry=opts.photometry)
+    try:
+        fluxes, phot = read_flux_table(table, opts.bands, opts.err_bands, opts.mag_limits, opts.nondetect_val,
+                                       opts.nonobserved_val, use_exposures=exposures, photometry=opts.photometry)
+    except (KeyError, ValueError) as exc:
+        if source == "the training table":
+            raise
+        raise type(exc)(f"{source}: {exc.args[0] if exc.args else exc}") from None
     for j, band in enumerate(opts.bands):
         if not (phot.status[:, j] == STATUS_OK).any():
             raise ValueError(
-                f"column '{band}' has no usable detection in the training table (all values are NaN, "
+                f"column '{band}' has no usable detection in {source} (all values are NaN, "
                 "missing or non-detections): remove it from 'bands'/'err_bands' or fix the data"
             )
     x, ratios, ratio_err, bad_ref = feat.flux_features(phot, opts.bands.index(opts.ref_band))
@@ -60,14 +67,14 @@ def prepare_training_data(table: Mapping, opts: Any, need_redshift: bool = True)
     n_bad_z = 0
     if need_redshift:
         if opts.redshift_col not in table:
-            raise KeyError(f"redshift column '{opts.redshift_col}' (option 'redshift_col') not in the training table")
+            raise KeyError(f"redshift column '{opts.redshift_col}' (option 'redshift_col') not in {source}")
         z = read_column(table, opts.redshift_col)  # text that is not a number: NaN, dropped
         bad_z = ~np.isfinite(z) | (z < 0)
         n_bad_z = int((bad_z & keep).sum())
         keep &= ~bad_z
     if keep.sum() < 10:
         raise ValueError(
-            f"only {int(keep.sum())} training rows are usable (reference band '{opts.ref_band}' detected"
+            f"only {int(keep.sum())} rows of {source} are usable (reference band '{opts.ref_band}' detected"
             + (f" and finite, non-negative '{opts.redshift_col}'" if need_redshift else "")
             + "): at least 10 are needed"
         )

@@ -29,7 +29,7 @@ from . import features as feat
 from .augmentation import Augmentation, BatchInputs
 from .building import architecture_for, build_network, photometry_meta, prior_mixture, training_summary
 from .calibration import Calibration
-from .density_ratio import clipped_weights, fit_density_ratio
+from .density_ratio import clipped_weights, effective_sample_size, fit_density_ratio
 from .devices import resolve_device
 from .model_io import DeepzModel, network_state, pack_model, package_versions
 from .training import AuxiliaryData, TrainConfig, train_ensemble
@@ -105,7 +105,7 @@ def _pretrain_run(table: Mapping, opts: Any, phase: str, progress: Callable[[str
         w = clipped_weights(log_r, float(opts.weight_clip) ** 2)
         weights = torch.as_tensor(w, dtype=torch.float32, device=device)
         weight_info = dict(weight_min=round(float(w.min()), 4), weight_max=round(float(w.max()), 4),
-                           weight_n_eff=round(float(w.sum() ** 2 / np.sum(w * w)), 1))
+                           weight_n_eff=round(effective_sample_size(w), 1))
         log(f"pretraining weighted toward the target: weights {w.min():.2f}-{w.max():.2f}, effective sample "
             f"{weight_info['weight_n_eff']:.0f} of {n}")
     result = train_ensemble(model, x, z, torch.as_tensor(data.ratios, device=device),

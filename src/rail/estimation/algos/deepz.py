@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import qp
+import tables_io
 import torch
 from torch.profiler import record_function
 from rail.core.data import TableHandle
@@ -98,10 +99,11 @@ class DeepzInformer(CheckedOptions, _InputFilesChecked, CatInformer):
             Simulation table (e.g. DeepzSimCreator output) to pretrain on before fine-tuning.
         pretrained : dict, optional
             A pretrained model (in memory) to fine-tune from; overrides ``pretrained_model``.
-        target : dict or TableHandle, optional
+        target : dict, TableHandle or file path, optional
             Unlabelled photometry of the galaxies to be estimated (same columns and group as
-            ``training_data``; redshifts never read): training is weighted toward it (options
-            ``target_weights``, ``weight_clip``, ``target_fill``, ``target_sim_noise``).
+            ``training_data``; redshifts never read): training is weighted toward it and the model
+            reports each galaxy's coverage (options ``target_*`` and ``weight_clip``; the
+            documentation's "Training toward the target" page).
 
         Returns
         -------
@@ -143,9 +145,16 @@ class DeepzInformer(CheckedOptions, _InputFilesChecked, CatInformer):
             target = self.get_data("target")
         if target is None:
             return None
+        if isinstance(target, (str, os.PathLike)):
+            if not os.path.exists(os.path.expandvars(str(target))):
+                raise FileNotFoundError(f"{self.name}: input 'target': file '{target}' does not exist")
+            target = tables_io.read(os.path.expandvars(str(target)))
         if hasattr(target, "data") and not isinstance(target, dict):
             target = target.data if target.data is not None else target.read()
-        return _select_group(target, self.config.hdf5_groupname, f"{self.name} (input 'target')")
+        group = self.config.hdf5_groupname
+        if group and isinstance(target, dict) and group not in target and self.config.ref_band in target:
+            return target  # already a flat table
+        return _select_group(target, group, f"{self.name} (input 'target')")
 
     def _pretrained(self) -> Any:
         if self._pretrained_data is not None:
@@ -182,6 +191,8 @@ class DeepzInformer(CheckedOptions, _InputFilesChecked, CatInformer):
         # on rank 0; a pretraining / autoencoder-only run (one network set) runs on rank 0 alone
         root = self.rank == 0
         if self.config.phase == "autoencoder":
+            if self._target_data is not None or "target" in self.input_tags():
+                log("warning: phase 'autoencoder' trains on the input table alone: input 'target' is not used")
             model = transfer.train_autoencoder(data, opts, progress=log, **ckpt) if root else None
         elif self.config.phase == "pretrain":
             model = pretrain_deepz(data if sims is None else sims, opts, progress=log, target=self._target(),
@@ -259,8 +270,8 @@ class DeepzTargetInformer(DeepzInformer):
 class DeepzTargetTransferInformer(DeepzTransferInformer):
     """DeepzTransferInformer with a third input, ``target`` (see :class:`DeepzTargetInformer`).
 
-    Pretrains on ``sims``, then fine-tunes on ``input`` weighted toward ``target``, with the
-    simulations filling the part of the target the spec-z sample does not cover.
+    Pretrains on ``sims``, then fine-tunes on ``input`` weighted toward ``target`` (with
+    ``target_fill`` the simulations also fill the part of the target the spec-z sample does not cover).
     """
 
     name = "DeepzTargetTransferInformer"
