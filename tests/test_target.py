@@ -170,8 +170,29 @@ def test_target_errors_name_the_input(tiny, bright_and_target):
     inf = DeepzInformer.make_stage(name="inf_bad_target", hdf5_groupname="", output_mode="return",
                                    checkpoint_dir="", **tiny())
     broken = {k: v for k, v in target.items() if k != "mag_g_lsst"}
-    with pytest.raises(KeyError, match="mag_g_lsst"):
+    with pytest.raises(KeyError, match="input 'target'.*mag_g_lsst"):
         inf.inform(spec, target=broken)
+    dark = dict(target, mag_i_lsst=np.full(len(target["mag_i_lsst"]), np.nan))
+    with pytest.raises(ValueError, match="'mag_i_lsst' has no usable detection in input 'target'"):
+        inf.inform(spec, target=dark)
+    with pytest.raises(FileNotFoundError, match="input 'target': file 'nowhere.hdf5'"):
+        inf.inform(spec, target="nowhere.hdf5")
+
+
+def test_target_from_a_file_path(tiny, bright_and_target, tmp_path, one_torch_thread):
+    import tables_io
+
+    spec, target, _ = bright_and_target
+    path = str(tmp_path / "target.hdf5")
+    tables_io.write({"photometry": target}, path)
+    inf = DeepzInformer.make_stage(name="inf_path_target", hdf5_groupname="", output_mode="return",
+                                   checkpoint_dir="", **tiny())
+    with pytest.raises(KeyError, match="group .photometry.: set hdf5_groupname"):  # the stage reads flat tables
+        inf.inform(spec, target=path)
+    grouped = DeepzInformer.make_stage(name="inf_path_target2", hdf5_groupname="photometry", output_mode="return",
+                                       checkpoint_dir="", **tiny())
+    grouped.inform({"photometry": spec}, target=path)
+    assert grouped.get_data("model")["meta"]["target"]["n_target"] == len(target["mag_i_lsst"])
 
 
 def test_ceci_stages_declare_the_target_input():

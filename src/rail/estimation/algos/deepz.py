@@ -154,6 +154,12 @@ class DeepzInformer(CheckedOptions, _InputFilesChecked, CatInformer):
         group = self.config.hdf5_groupname
         if group and isinstance(target, dict) and group not in target and self.config.ref_band in target:
             return target  # already a flat table
+        if not group and isinstance(target, dict) and self.config.ref_band not in target:
+            nested = [k for k, v in target.items() if isinstance(v, dict) and self.config.ref_band in v]
+            if nested:
+                raise KeyError(f"{self.name}: input 'target' holds its columns in group '{nested[0]}': set "
+                               f"hdf5_groupname='{nested[0]}' (the training table's group too) or pass the "
+                               "flat table")
         return _select_group(target, group, f"{self.name} (input 'target')")
 
     def _pretrained(self) -> Any:
