@@ -53,6 +53,10 @@ class Runs:
         self._pretrained: dict[int, dict] = {}
         self.rows: dict[str, list[dict]] = {}
 
+    def wanted(self, name: str) -> bool:
+        """Whether model ``name`` is among ``--models`` (all when that is empty)."""
+        return not self.args.models or name in self.args.models
+
     def sims(self) -> dict:
         if self._sims is None:
             from rail.deepz import DeepzSimCreator
@@ -105,8 +109,10 @@ def selection_parts(runs: Runs, train: dict, valid: dict) -> None:
     for part in [p for p in ("sel", "sel2") if p in runs.args.parts]:
         table = harness.subset(train, selections[part])
         for seed in harness.int_list(runs.args.seeds):
-            for name, kind, tgt in (("scratch", "scratch", None), ("pretrained", "pretrained", None),
-                                    ("pretrained + target", "pretrained", target)):
+            for name, kind, tgt in (("scratch", "scratch", None), ("scratch + target", "scratch", target),
+                                    ("pretrained", "pretrained", None), ("pretrained + target", "pretrained", target)):
+                if not runs.wanted(name):
+                    continue
                 model, sec = runs.train(table, seed, kind, tgt)
                 runs.score(part, name, seed, model, valid, table["redshift"], sec)
 
@@ -123,6 +129,8 @@ def part_full(runs: Runs, train: dict, valid: dict) -> None:
     target = {k: v for k, v in valid.items() if k != "redshift"}
     for seed in harness.int_list(runs.args.seeds):
         for name, tgt in (("scratch", None), ("scratch + target", target)):
+            if not runs.wanted(name):
+                continue
             model, sec = runs.train(train, seed, "scratch", tgt)
             runs.score("full", name, seed, model, valid, train["redshift"], sec)
 
@@ -141,6 +149,8 @@ def part_options(runs: Runs, train: dict) -> None:
                                         dict(target_autoencoder=True)),
                                        ("pretrained", "pretrained", None, {})] + \
                 [(f"pretrained {k}", "pretrained", target, v) for k, v in OPTION_VARIANTS.items()]:
+            if not runs.wanted(name):
+                continue
             model, sec = runs.train(table, seed, kind, tgt, **extra)
             runs.score("options", name, seed, model, test, table["redshift"], sec)
 
@@ -232,7 +242,10 @@ def main() -> None:
     ap.add_argument("--seeds", default="87,88,89", help="model seeds")
     ap.add_argument("--n-sims", type=int, default=100_000, help="simulated galaxies for pretraining")
     ap.add_argument("--figure", default="docs/_static/target_shift.png", help="plot file ('' = none)")
+    ap.add_argument("--models", default="", help="only these models (comma-separated names as in the tables)")
+    ap.add_argument("--name", default="target_shift", help="name of the result JSON")
     args = ap.parse_args()
+    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     args.parts = [p for p in args.parts.split(",") if p]
     if args.quick:
         args.n_sims, args.seeds = 3000, "87"
@@ -252,7 +265,8 @@ def main() -> None:
         part_sims(runs, valid)
     if args.figure:
         plot(runs, args.figure)
-    harness.write_result("target_shift", "Deepz with and without the target photometry", tables(runs),
+    title = "Deepz with and without the target photometry" + (f" ({', '.join(args.models)})" if args.models else "")
+    harness.write_result(args.name, title, tables(runs),
                          dict(rows=runs.rows, n_sims=args.n_sims, figure=args.figure), args.output)
 
 
