@@ -124,43 +124,41 @@ class DeepzInformer(CheckedOptions, _InputFilesChecked, CatInformer):
         self.inform_options()
         resolve_device(self.config.device)
 
+    def _table_input(self, tag: str, given: Any, group: str, group_option: str) -> Any:
+        """The table of input ``tag``: ``given`` (a table, handle or file path) or the stage's input, or None.
+
+        ``group`` (option ``group_option``) is opened as RAIL's hdf5_groupname is; a flat table is
+        accepted as it is.
+        """
+        value = given
+        if value is None and tag in self.input_tags():
+            value = self.get_data(tag)
+        if value is None:
+            return None
+        if isinstance(value, (str, os.PathLike)):
+            path = os.path.expandvars(str(value))
+            if not os.path.exists(path):
+                raise FileNotFoundError(f"{self.name}: input '{tag}': file '{value}' does not exist")
+            value = tables_io.read(path)
+        if hasattr(value, "data") and not isinstance(value, dict):
+            value = value.data if value.data is not None else value.read()
+        ref = self.config.ref_band
+        if isinstance(value, dict) and group and group not in value and ref in value:
+            return value  # already a flat table
+        if isinstance(value, dict) and not group and ref not in value:
+            nested = [k for k, v in value.items() if isinstance(v, dict) and ref in v]
+            if nested:
+                raise KeyError(f"{self.name}: input '{tag}' holds its columns in group '{nested[0]}': set "
+                               f"{group_option}='{nested[0]}' or pass the flat table")
+        return _select_group(value, group, f"{self.name} (input '{tag}', option '{group_option}')")
+
     def _sims(self) -> Any:
         """The simulation table: ``inform(..., sims=...)`` or the 'sims' input, or None."""
-        sims = self._sims_data
-        if sims is None and "sims" in self.input_tags():
-            sims = self.get_data("sims")
-        if sims is None:
-            return None
-        if hasattr(sims, "data") and not isinstance(sims, dict):
-            sims = sims.data if sims.data is not None else sims.read()
-        group = self.config.sims_groupname
-        if group and isinstance(sims, dict) and group not in sims and self.config.ref_band in sims:
-            return sims  # already a flat table
-        return _select_group(sims, group, f"{self.name} (option 'sims_groupname')")
+        return self._table_input("sims", self._sims_data, self.config.sims_groupname, "sims_groupname")
 
     def _target(self) -> Any:
         """The target photometry: ``inform(..., target=...)`` or the 'target' input, or None."""
-        target = self._target_data
-        if target is None and "target" in self.input_tags():
-            target = self.get_data("target")
-        if target is None:
-            return None
-        if isinstance(target, (str, os.PathLike)):
-            if not os.path.exists(os.path.expandvars(str(target))):
-                raise FileNotFoundError(f"{self.name}: input 'target': file '{target}' does not exist")
-            target = tables_io.read(os.path.expandvars(str(target)))
-        if hasattr(target, "data") and not isinstance(target, dict):
-            target = target.data if target.data is not None else target.read()
-        group = self.config.hdf5_groupname
-        if group and isinstance(target, dict) and group not in target and self.config.ref_band in target:
-            return target  # already a flat table
-        if not group and isinstance(target, dict) and self.config.ref_band not in target:
-            nested = [k for k, v in target.items() if isinstance(v, dict) and self.config.ref_band in v]
-            if nested:
-                raise KeyError(f"{self.name}: input 'target' holds its columns in group '{nested[0]}': set "
-                               f"hdf5_groupname='{nested[0]}' (the training table's group too) or pass the "
-                               "flat table")
-        return _select_group(target, group, f"{self.name} (input 'target')")
+        return self._table_input("target", self._target_data, self.config.hdf5_groupname, "hdf5_groupname")
 
     def _pretrained(self) -> Any:
         if self._pretrained_data is not None:
