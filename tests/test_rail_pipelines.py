@@ -52,6 +52,14 @@ def rubin_tag():
     CatalogTag._active_tag = None  # pylint: disable=protected-access
 
 
+def _renamed_copies(src_dir, src_name: str, dst_dir, dst_name: str, keys):
+    """Copy ``src_dir/src_name.format(key)`` to ``dst_dir/dst_name.format(key)`` for every key (the
+    file names one pz-rail-pipelines pipeline writes and the next one reads differ); returns ``dst_dir``."""
+    os.makedirs(dst_dir)
+    for key in keys:
+        shutil.copyfile(os.path.join(src_dir, src_name.format(key)), os.path.join(dst_dir, dst_name.format(key)))
+    return dst_dir
+
 def _rubin_table(rel: str, n: int, rng) -> dict:
     """``n`` random rows of a DC2 test file, renamed to the rubin tag's columns, 99 -> NaN (nondetect_val)."""
     table = tables_io.read(find_rail_file(rel))["photometry"]
@@ -205,11 +213,8 @@ def test_inform_estimate_evaluate_pipelines(rubin_tag, data, tmp_path):
     algos = _algorithms("deepz", "train_z")
     inform_out = _ceci(_write(InformPipeline(algorithms=algos), str(tmp_path / "inform"), "inform",
                               dict(input=data["input_train"])))
-    models_dir = tmp_path / "models"
-    models_dir.mkdir()
-    for key in algos:  # estimate_all reads <models_dir>/inform_model_<key>.pkl
-        shutil.copyfile(os.path.join(inform_out, f"model_inform_{key}.pkl"),
-                        models_dir / f"inform_model_{key}.pkl")
+    # estimate_all reads <models_dir>/inform_model_<key>.pkl
+    models_dir = _renamed_copies(inform_out, "model_inform_{}.pkl", tmp_path / "models", "inform_model_{}.pkl", algos)
 
     estimate = EstimatePipeline(algorithms=algos, models_dir=str(models_dir))
     # EstimatePipeline adds model_<key> to its class-level default_input_dict: take just this run's inputs
@@ -219,11 +224,9 @@ def test_inform_estimate_evaluate_pipelines(rubin_tag, data, tmp_path):
     estimate_out = _ceci(_write(estimate, str(tmp_path / "estimate"), "estimate", inputs))
     _check_deepz_pdfs(os.path.join(estimate_out, "output_estimate_deepz.hdf5"), N_TEST)
 
-    pdfs_dir = tmp_path / "pdfs"
-    pdfs_dir.mkdir()
-    for key in algos:  # evaluate_all reads <pdfs_dir>/estimate_output_<key>.hdf5
-        shutil.copyfile(os.path.join(estimate_out, f"output_estimate_{key}.hdf5"),
-                        pdfs_dir / f"estimate_output_{key}.hdf5")
+    # evaluate_all reads <pdfs_dir>/estimate_output_<key>.hdf5
+    pdfs_dir = _renamed_copies(estimate_out, "output_estimate_{}.hdf5", tmp_path / "pdfs", "estimate_output_{}.hdf5",
+                               algos)
     evaluation = EvaluationPipeline(algorithms=algos, pdfs_dir=str(pdfs_dir))
     inputs = dict(truth=data["input_test"],
                   **{f"input_evaluate_{k}": evaluation.default_input_dict[f"input_evaluate_{k}"]

@@ -19,6 +19,7 @@ rows, and to store in a model) and the out-of-fold log-ratios of both samples. P
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -51,7 +52,9 @@ class DensityRatio:
     states: list[dict[str, np.ndarray]]
     temper: np.ndarray
 
+    @cached_property
     def _nets(self) -> list[nn.Sequential]:
+        """The classifiers as torch modules, built once."""
         nets = []
         for state in self.states:
             net = _classifier(self.n_features)
@@ -66,7 +69,7 @@ class DensityRatio:
         if x.ndim != 2 or x.shape[1] != self.n_features:
             raise ValueError(f"density ratio: expected features of shape (N, {self.n_features}), got {tuple(x.shape)}")
         out = np.zeros(x.shape[0])
-        for net, (a, b) in zip(self._nets(), self.temper):
+        for net, (a, b) in zip(self._nets, self.temper):
             for s in range(0, x.shape[0], batch_size):
                 out[s : s + batch_size] += a * net(x[s : s + batch_size])[:, 0].double().numpy() + b
         return out / len(self.states)

@@ -175,9 +175,14 @@ def _photometry(flux: np.ndarray, err: np.ndarray, detected: np.ndarray, nondete
     return Photometry(flux=flux, flux_err=err, status=status, invalid=invalid, bad_err=bad_err)
 
 
+def limit_fluxes(limits: np.ndarray) -> np.ndarray:
+    """Fluxes [nJy] (B,) of the limiting AB magnitudes ``limits`` (B,): the error of a non-detection."""
+    return 10.0 ** (-0.4 * (np.asarray(limits, dtype=np.float64) - AB_ZEROPOINT_NJY))
+
+
 def _limit_flux(limits: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Fluxes [nJy] of the limiting magnitudes (B,), broadcast to ``shape``."""
-    return np.broadcast_to(10.0 ** (-0.4 * (np.asarray(limits, dtype=np.float64) - AB_ZEROPOINT_NJY)), shape)
+    return np.broadcast_to(limit_fluxes(limits), shape)
 
 
 def magnitudes_to_fluxes(

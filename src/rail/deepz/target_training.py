@@ -9,6 +9,7 @@ and weights of a target-weighted calibration.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -17,16 +18,23 @@ from torch.profiler import record_function
 
 from . import features as feat
 from . import transfer
+from .density_ratio import clipped_weights, effective_sample_size, fit_density_ratio
 from .dimming import detection_thresholds, dimmed_copies
 from .error_relation import ErrorRelation
-from .inputs import AB_ZEROPOINT_NJY, FluxTable, band_key, read_photometry
-from .density_ratio import clipped_weights, effective_sample_size, fit_density_ratio
+from .inputs import FluxTable, band_key, limit_fluxes, read_photometry
 from .target_shift import TargetShift, fit_target_shift, simulation_weights
 from .training import AuxiliaryData, TrainConfig
 from .training_data import TrainingData
 
 __all__ = ["sims_with_target_noise", "SimulationFill", "with_dimmed_copies", "copy_splits", "fit_shift",
            "calibration_rows"]
+
+
+def _target_noise(target: Mapping, opts: Any) -> tuple[ErrorRelation, np.ndarray]:
+    """The target's error-vs-magnitude relation and per-band detection thresholds (S/N, (B,))."""
+    phot = read_photometry(target, opts.bands, opts.err_bands, opts.mag_limits, opts.nondetect_val,
+                           opts.nonobserved_val, opts.photometry)
+    return ErrorRelation.fit(phot, opts.bands), detection_thresholds(phot)
 
 
 def sims_with_target_noise(sims: Mapping, target: Mapping, opts: Any, log: Callable[[str], None]) -> Mapping:
@@ -42,11 +50,9 @@ def sims_with_target_noise(sims: Mapping, target: Mapping, opts: Any, log: Calla
         why = (f"no noiseless flux column for {missing}" if missing else "option 'photometry' is 'fluxes'")
         log(f"target: simulations used with their own noise ({why}; option 'target_sim_noise')")
         return sims
-    phot = read_photometry(target, opts.bands, opts.err_bands, opts.mag_limits, opts.nondetect_val,
-                           opts.nonobserved_val, opts.photometry)
-    relation = ErrorRelation.fit(phot, opts.bands)
+    relation, thresholds = _target_noise(target, opts)
     # the target's own detection rule: below its threshold S/N (at least flux > 0) a band is a non-detection
-    snr = np.maximum(detection_thresholds(phot), 0.0)
+    snr = np.maximum(thresholds, 0.0)
     log("target: simulation noise redrawn from the target's error-vs-magnitude relation, non-detections below "
         f"S/N {np.round(snr, 2).tolist()}")
     return with_error_relation(sims, relation, opts.bands, opts.err_bands, seed=opts.seed + 3000,
@@ -99,16 +105,13 @@ def with_dimmed_copies(data: TrainingData, target: Mapping | None, target_data: 
         raise ValueError("option 'target_dimmed_copies' needs coadded photometry: the training table has individual "
                          "exposures (set use_exposures='no', or target_dimmed_copies=0)")
     assert data.fluxes is not None and data.redshift is not None
-    phot = read_photometry(target, opts.bands, opts.err_bands, opts.mag_limits, opts.nondetect_val,
-                           opts.nonobserved_val, opts.photometry)
-    relation = ErrorRelation.fit(phot, opts.bands)
+    relation, thresholds = _target_noise(target, opts)
     ref = opts.bands.index(opts.ref_band)
-    limit_flux = 10.0 ** (-0.4 * (np.array([opts.mag_limits[b] for b in opts.bands], dtype=np.float64)
-                                  - AB_ZEROPOINT_NJY))
+    limit_flux = limit_fluxes([opts.mag_limits[b] for b in opts.bands])
     with record_function("deepz.dimmed_copies"):
         target_ref_mags = target_data.features[:, -1]  # the last feature is the reference magnitude
-        copies, parents = dimmed_copies(data.fluxes, ref, target_ref_mags, relation,
-                                        detection_thresholds(phot), limit_flux, opts.target_dimmed_copies, opts.seed)
+        copies, parents = dimmed_copies(data.fluxes, ref, target_ref_mags, relation, thresholds, limit_flux,
+                                        opts.target_dimmed_copies, opts.seed)
         x, ratios, ratio_err, bad = feat.flux_features(copies.coadd(), ref)
     keep = ~bad
     log(f"target: {int(keep.sum())} dimmed copies of the {len(data.redshift)} spec-z galaxies "
@@ -153,8 +156,8 @@ def fit_shift(data: TrainingData, n_real: int, sim_data: TrainingData | None, ta
         shift = fit_target_shift(x[:n_real], x_target, opts.weight_clip, opts.seed)
         if len(x) > n_real:  # dimmed copies
             _, log_r, _ = fit_density_ratio(x, x_target, opts.seed + 2)
-            shift.spec_weights = clipped_weights(log_r, opts.weight_clip)
-            shift.spec_coverage = np.concatenate([shift.spec_coverage, shift.coverage(x[n_real:])])
+            shift = replace(shift, spec_weights=clipped_weights(log_r, opts.weight_clip),
+                            spec_coverage=np.concatenate([shift.spec_coverage, shift.coverage(x[n_real:])]))
     w = shift.spec_weights
     log(f"target: {x_target.shape[0]} galaxies; spec-z weights {w.min():.2f}-{w.max():.2f} "
         f"(effective sample {effective_sample_size(w):.0f} of {w.size}); "
