@@ -101,3 +101,32 @@ def test_ambiguity_narrowing_keeps_a_quarter_of_the_variance_and_ignores_single_
     out = apply_calibration(*one, Calibration(recenter=1.0, ambiguity=1.0))
     for a, b in zip(one, out):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_groups_keep_the_disagreement_between_member_groups():
+    """Two groups of two members, peaks at 0.5 and 1.0: recentring within groups keeps both peaks."""
+    n = 50
+    means = torch.tensor([0.48, 0.52, 0.98, 1.02], dtype=torch.float64).reshape(4, 1, 1).expand(4, n, 1)
+    stds = torch.full((4, n, 1), 0.02, dtype=torch.float64)
+    log_w = torch.zeros(4, n, 1, dtype=torch.float64)
+    grid = torch.tensor([0.5, 0.75, 1.0], dtype=torch.float64).expand(n, 3)
+
+    def density(cal):
+        w, m, s = pool_members(log_w, means, stds, cal)
+        return mixture.pdf(grid, w, m, s)[0].numpy()
+
+    one = density(Calibration(recenter=1.0, ambiguity=1.0))  # all four pulled to 0.75
+    two = density(Calibration(recenter=1.0, ambiguity=1.0, groups=2))  # each pair to its own mean
+    assert one[1] > 10 * max(one[0], one[2])
+    assert two[0] > 10 * two[1] and two[2] > 10 * two[1]
+    np.testing.assert_allclose(two[0], two[2])
+    # one group is the ungrouped calibration (and is not written); a count that does not divide the members fails
+    assert "groups" not in Calibration().to_dict() and Calibration(groups=2).to_dict()["groups"] == 2
+    with pytest.raises(ValueError, match="groups 3 do not divide the 4 members"):
+        apply_calibration(log_w, means, stds, Calibration(groups=3))
+    # per-group terms: each group's members get their group's shift (in unscaled widths) and width scale
+    _, mu, sd = apply_calibration(log_w, means, stds, Calibration(groups=2, std_scale=[1.0, 2.0], shift=[0.0, 1.0]))
+    torch.testing.assert_close(sd[:, 0, 0], torch.tensor([0.02, 0.02, 0.04, 0.04], dtype=torch.float64))
+    torch.testing.assert_close(mu[:, 0, 0], torch.tensor([0.48, 0.52, 1.00, 1.04], dtype=torch.float64))
+    with pytest.raises(ValueError, match="3 per-group values for 2 groups"):
+        apply_calibration(log_w, means, stds, Calibration(groups=2, std_scale=[1.0, 1.0, 1.0]))

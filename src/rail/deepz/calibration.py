@@ -21,7 +21,7 @@ import torch
 
 from . import mixture
 
-__all__ = ["Calibration", "apply_calibration", "pool_members", "fit_calibration", "pit_cvm"]
+__all__ = ["Calibration", "apply_calibration", "pool_members", "fit_calibration", "pit_cvm", "held_out_scores"]
 
 
 @dataclass
@@ -29,9 +29,9 @@ class Calibration:
     """Calibration parameters (identity by default)."""
 
     recenter: float = 0.0
-    std_scale: float = 1.0
-    weight_power: float = 1.0
-    shift: float = 0.0
+    std_scale: float | list[float] = 1.0
+    weight_power: float | list[float] = 1.0
+    shift: float | list[float] = 0.0
     ambiguity: float = 0.0
     # models informed with a target: a galaxy of coverage c (rail.deepz.target_shift) has its
     # widths scaled by 1 + (uncovered_scale - 1)(1 - c) and its means moved by uncovered_shift (1 - c) sigma
@@ -40,6 +40,11 @@ class Calibration:
     # recentring and ambiguity narrowing act in proportion to the coverage: members' disagreement
     # is kept where the spec-z sample did not constrain them
     spread_by_coverage: bool = False
+    # pooled ensembles (target_start): the members form this many equal contiguous groups (e.g.
+    # fine-tuned, from scratch); recentring and ambiguity narrowing act within each group, so the
+    # pooled PDF keeps the groups' disagreement, and weight_power, std_scale and shift may be lists
+    # of one value per group (each group calibrated on its own)
+    groups: int = 1
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -47,6 +52,8 @@ class Calibration:
             del out["uncovered_scale"], out["uncovered_shift"]
         if not self.spread_by_coverage:
             del out["spread_by_coverage"]
+        if self.groups == 1:
+            del out["groups"]
         return out
 
     @property
@@ -63,31 +70,47 @@ def apply_calibration(
     ``coverage`` (N,): the galaxies' coverage, used by the ``uncovered_*`` terms and
     ``spread_by_coverage`` (1 when None).
     """
-    if cal.weight_power != 1.0:
-        log_w = torch.log_softmax(log_w * cal.weight_power, dim=-1)
-    pooled = means.shape[0] > 1
+    n_members = means.shape[0]
+    if n_members % cal.groups:
+        raise ValueError(f"calibration groups {cal.groups} do not divide the {n_members} members")
+    k = n_members // cal.groups  # members per group
+
+    def per_member(value: float | list[float]) -> float | torch.Tensor:
+        """A scalar, or (M, 1, 1) from one value per group."""
+        if isinstance(value, (int, float)):
+            return float(value)
+        if len(value) != cal.groups:
+            raise ValueError(f"calibration has {len(value)} per-group values for {cal.groups} groups")
+        return torch.as_tensor(value, dtype=means.dtype, device=means.device).repeat_interleave(k).reshape(-1, 1, 1)
+
+    power, shift, scale = per_member(cal.weight_power), per_member(cal.shift), per_member(cal.std_scale)
+    if not isinstance(power, float) or power != 1.0:
+        log_w = torch.log_softmax(log_w * power, dim=-1)
+    pooled = k > 1
     weights = spread = None
     if pooled and (cal.recenter != 0.0 or cal.ambiguity != 0.0):
         weights = torch.exp(log_w)  # (M, N, G), each member's weights summing to 1
-        member_mean = (weights * means).sum(-1, keepdim=True)  # (M, N, 1)
-        offset = member_mean - member_mean.mean(0, keepdim=True)
-        spread = (offset * offset).mean(0)  # (N, 1): the members' ambiguity A
+        member_mean = (weights * means).sum(-1, keepdim=True).unflatten(0, (cal.groups, k))  # (groups, k, N, 1)
+        offset = (member_mean - member_mean.mean(1, keepdim=True)).flatten(0, 1)  # (M, N, 1)
+        spread = (offset * offset).unflatten(0, (cal.groups, k)).mean(1)  # (groups, N, 1): each group's ambiguity A
         if coverage is not None and cal.spread_by_coverage:
             c = coverage.to(means.dtype).clamp(0.0, 1.0).reshape(-1, 1)  # (N, 1)
             offset, spread = offset * c, spread * c
         if cal.recenter != 0.0:
             means = means - cal.recenter * offset
-    if cal.shift != 0.0:
-        means = means + cal.shift * stds
-    if cal.std_scale != 1.0:
-        stds = stds * cal.std_scale
+    if not isinstance(shift, float) or shift != 0.0:
+        means = means + shift * stds
+    if not isinstance(scale, float) or scale != 1.0:
+        stds = stds * scale
     if coverage is not None and (cal.uncovered_scale != 1.0 or cal.uncovered_shift != 0.0):
         u = (1.0 - coverage.to(stds.dtype).clamp(0.0, 1.0)).reshape(1, -1, 1)  # (1, N, 1)
         means = means + cal.uncovered_shift * u * stds
         stds = stds * (1.0 + (cal.uncovered_scale - 1.0) * u)
     if pooled and cal.ambiguity != 0.0:
         assert weights is not None and spread is not None
-        means, stds = _narrow_pool(weights, means, stds, cal.ambiguity * spread)
+        narrowed = [_narrow_pool(weights[g * k:(g + 1) * k], means[g * k:(g + 1) * k], stds[g * k:(g + 1) * k],
+                                 cal.ambiguity * spread[g]) for g in range(cal.groups)]
+        means, stds = torch.cat([m for m, _ in narrowed]), torch.cat([s for _, s in narrowed])
     return log_w, means, stds
 
 
@@ -196,12 +219,12 @@ def fit_calibration(
     base = np.ones(z.numel()) if weights is None else np.asarray(weights, dtype=np.float64)
     # with coverage terms: the covered and the uncovered rows' PIT distributions must each be uniform
     # (one pooled PIT cannot tell a too-narrow group from a too-wide one)
-    groups = [base * cov.numpy(), base * (1.0 - cov.numpy())] if fit_cov else [weights]
+    pit_groups = [base * cov.numpy(), base * (1.0 - cov.numpy())] if fit_cov else [weights]
 
     def objective(theta: np.ndarray) -> float:
         w, m, s = pool_members(lw, mu, sd, make(theta), cov)
         pit = mixture.cdf(z, w, m, s).numpy()
-        return sum(pit_cvm(pit, g) for g in groups)
+        return sum(pit_cvm(pit, g) for g in pit_groups)
 
     # coarse grid, then Nelder-Mead from the best grid point
     grid = [
@@ -220,3 +243,23 @@ def fit_calibration(
     best = res.x if res.fun <= min(vals) else start[:free]
     cal = make(best)
     return cal, dict(cvm_before=objective(np.zeros(free)), cvm_after=float(objective(best)), n=int(z.numel()))
+
+
+def held_out_scores(log_w: torch.Tensor, means: torch.Tensor, stds: torch.Tensor, z: torch.Tensor, cal: Calibration,
+                    weights: np.ndarray | None = None, coverage: np.ndarray | None = None) -> dict:
+    """Scores of calibrated held-out predictions: (weighted) mean log density and outlier fraction.
+
+    ``log_w, means, stds`` (S, N, G) as for :func:`fit_calibration`, ``z`` (N,); ``weights`` (N,)
+    (e.g. toward a target population; default equal). ``log_score``: mean log p(z_true), in
+    1/redshift units (higher is better; a proper score, so it rewards both sharpness and
+    calibration); ``outliers``: fraction with |z_mode - z| / (1 + z) > 0.15.
+    """
+    cov = None if coverage is None else torch.as_tensor(np.clip(np.asarray(coverage, dtype=np.float64), 0.0, 1.0))
+    w, m, s = pool_members(log_w.double(), means.double(), stds.double(), cal, cov)
+    zt = z.to(torch.float64)
+    logp = mixture.log_prob(zt, torch.log(w.clamp_min(1e-300)), m, s).clamp_min(-50.0).numpy()
+    zmode = mixture.mode(w, m, s).numpy()
+    out = (np.abs(zmode - zt.numpy()) / (1.0 + zt.numpy()) > 0.15).astype(np.float64)
+    wt = np.ones(zt.numel()) if weights is None else np.asarray(weights, dtype=np.float64)
+    wt = wt / wt.sum()
+    return dict(log_score=float(np.sum(wt * logp)), outliers=float(np.sum(wt * out)))

@@ -52,9 +52,10 @@ __all__ = [
 
 FORMAT = "pz-rail-deepz-model"
 # 2: calibration 'ambiguity' (absent in 1, read as 0); 3: meta 'photometry' (absent before: magnitudes);
-# 4: optional coverage classifiers (arrays 'coverage/...', meta 'coverage'; absent: coverage unknown)
-FORMAT_VERSION = 4
-READABLE_VERSIONS = (1, 2, 3, 4)
+# 4: optional coverage classifiers (arrays 'coverage/...', meta 'coverage'; absent: coverage unknown);
+# 5: calibration 'groups' of a pooled ensemble (absent before: 1)
+FORMAT_VERSION = 5
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 _META_KEY = "__meta__"
 
 
