@@ -6,7 +6,7 @@ import torch
 
 from rail.deepz import DeepzEstimator, DeepzInformer
 from rail.deepz import features as feat
-from rail.deepz.calibration import pit_cvm
+from rail.deepz.calibration import Calibration, held_out_scores, pit_cvm
 from rail.deepz.density_ratio import DensityRatio, clipped_weights, fit_density_ratio
 from rail.deepz.model_io import load_model, save_model
 from rail.deepz.options import inform_options
@@ -208,7 +208,8 @@ def test_target_transfer_fills_with_simulations(tiny, bright_and_target, one_tor
                                       hdf5_groupname="").sample(3000, 4).data
     stage = DeepzTargetTransferInformer.make_stage(name="inf_fill", hdf5_groupname="", sims_groupname="",
                                                    output_mode="return", checkpoint_dir="",
-                                                   **tiny(pretrain_epochs_per_step=[2, 1], target_fill=True))
+                                                   **tiny(pretrain_epochs_per_step=[2, 1], target_fill=True,
+                                                          target_start="pretrained"))
     stage.inform(spec, sims, target=target)
     info = stage.get_data("model")["meta"]["target"]
     assert info["fill_fraction"] == pytest.approx(min(info["uncovered"], 0.9))
@@ -377,3 +378,59 @@ def test_target_autoencoder_and_simulation_options(tiny, bright_and_target, one_
     pre.inform(sims, target=target)
     info = pre.get_data("model")["meta"]["training"]["target_weights"]
     assert info["weight_max"] > info["weight_min"] and info["weight_n_eff"] < 2000
+
+
+def test_held_out_scores_prefer_sharp_calibrated_pdfs():
+    """A mixture centred on the truth beats one 0.3 off (log score, outliers); weights pick the rows."""
+    rng = np.random.default_rng(3)
+    z = torch.as_tensor(rng.uniform(0.2, 2.0, 500))
+    log_w = torch.zeros(2, 500, 1)
+    good = z.expand(2, -1).unsqueeze(-1) + torch.as_tensor(rng.normal(0, 0.03, (2, 500, 1)))
+    stds = torch.full((2, 500, 1), 0.05, dtype=torch.float64)
+    bad = good + 0.3 * (1 + z).unsqueeze(-1)
+    s_good = held_out_scores(log_w, good, stds, z, Calibration())
+    s_bad = held_out_scores(log_w, bad, stds, z, Calibration())
+    assert s_good["log_score"] > s_bad["log_score"] + 5 and s_good["outliers"] == 0.0
+    assert s_bad["outliers"] == pytest.approx(1.0)
+    mixed = torch.where(torch.arange(500).reshape(1, -1, 1) < 250, good, bad)  # rows 0-249 right, the rest off
+    w = np.r_[np.ones(250), np.zeros(250)]
+    assert held_out_scores(log_w, mixed, stds, z, Calibration(), weights=w)["outliers"] == 0.0
+    assert held_out_scores(log_w, mixed, stds, z, Calibration(), weights=1 - w)["outliers"] == pytest.approx(1.0)
+
+
+def test_target_start_trains_both_and_keeps_the_better(tiny, bright_and_target, one_torch_thread):
+    """'auto' and 'pooled' (default) fine-tune, train from scratch and pool both, scored on one weighting."""
+    from rail.deepz import DeepzSimCreator
+
+    spec, target, _ = bright_and_target
+    sims = DeepzSimCreator.make_stage(name="sims_start", model="none", n_samples=3000, seed=4,
+                                      hdf5_groupname="").sample(3000, 4).data
+    models = {}
+    for start in ("auto", "pretrained", "scratch", None):
+        stage = DeepzTargetTransferInformer.make_stage(name=f"inf_start_{start}", hdf5_groupname="",
+                                                       sims_groupname="", output_mode="return", checkpoint_dir="",
+                                                       **tiny(pretrain_epochs_per_step=[2, 1],
+                                                              **({} if start is None else dict(target_start=start))))
+        stage.inform(spec, sims, target=target)
+        models[start or "pooled"] = stage.get_data("model")
+    info = models["auto"]["meta"]["target"]["start"]
+    scores = {k: info[f"log_score_{k}"] for k in ("pretrained", "scratch", "pooled")}
+    assert info["chosen"] == max(scores, key=scores.get) and info["rule"] == "auto"
+    pooled_info = models["pooled"]["meta"]["target"]["start"]
+    assert pooled_info["chosen"] == "pooled" and pooled_info["log_score_pooled"] == info["log_score_pooled"]
+    assert all(0.0 <= info[f"outliers_{k}"] <= 1.0 for k in scores)
+    n = models["pretrained"]["meta"]["n_members"]
+    assert models["pooled"]["meta"]["n_members"] == 2 * n and models["scratch"]["meta"]["n_members"] == n
+    # the kept candidate is the model its fixed start gives (same seed, splits and scaling)
+    same = "pooled" if info["chosen"] == "pooled" else ("pretrained" if info["chosen"] == "pretrained" else None)
+    if same is not None:
+        for k, v in models[same]["arrays"].items():
+            np.testing.assert_array_equal(models["auto"]["arrays"][k], v)
+    assert "transfer" in models["pretrained"]["meta"] and "transfer" not in models["scratch"]["meta"]
+    assert models["scratch"]["meta"]["target"]["start"] == {"chosen": "scratch"}
+    # the pooled model estimates like any other
+    est = DeepzEstimator.make_stage(name="est_pooled", model=models["pooled"], hdf5_groupname="", output_mode="return")
+    ens = est.estimate({k: v[:200] for k, v in target.items()}).data
+    assert np.all(np.isfinite(np.asarray(ens.ancil["zmode"])))
+    with pytest.raises(ValueError, match="target_start"):
+        inform_options(tiny(target_start="best"))

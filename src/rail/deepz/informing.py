@@ -8,6 +8,7 @@ communicator), calibrates the pooled PDFs on the held-out folds and packs the mo
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
@@ -17,14 +18,14 @@ from torch.profiler import record_function
 from . import distributed, transfer
 from . import features as feat
 from .building import architecture_for, build_network, photometry_meta, prior_mixture, training_summary
-from .calibration import Calibration, fit_calibration
+from .calibration import Calibration, fit_calibration, held_out_scores
 from .devices import resolve_device
 from .model_io import DeepzModel, pack_model, package_versions
 from .networks import Architecture
 from .target_shift import COVERAGE_PREFIX
 from .target_training import (SimulationFill, calibration_rows, copy_splits, fit_shift, sims_with_target_noise,
                               with_dimmed_copies)
-from .training import TrainConfig, ensemble_splits, predict, train_ensemble
+from .training import TrainConfig, TrainResult, ensemble_splits, predict, train_ensemble
 from .training_data import TrainingData, augmentation, batch_inputs, prepare_training_data
 
 if TYPE_CHECKING:
@@ -153,60 +154,64 @@ def _fine_tuning(model: torch.nn.Module, pretrained: Mapping, sim_data: Training
 
 def _calibration(model: torch.nn.Module, x: torch.Tensor, z: np.ndarray, splits: list, n_members: int, opts: Any,
                  log: Callable[[str], None], weights: np.ndarray | None = None,
-                 extra: tuple | None = None, coverage: np.ndarray | None = None) -> tuple[Calibration, dict]:
+                 extra: tuple | None = None, coverage: np.ndarray | None = None,
+                 score_weights: np.ndarray | None = None, fixed: Calibration | None = None) -> tuple[Calibration, dict]:
     """The PDF calibration fitted on the held-out folds (identity plus recentring when ``calibrate`` is off).
 
     ``weights`` (N,) of the spec-z rows and ``extra`` (features, redshifts, weights of held-out
     simulated rows, and their coverage) make the PIT distribution that of a target population;
-    ``coverage`` (N,) of the spec-z rows.
+    ``coverage`` (N,) of the spec-z rows. ``fixed``: a calibration to score instead of fitting one.
     """
     recenter = opts.recenter if n_members > 1 else 0.0
     spread = coverage is not None and opts.target_member_spread
-    if not opts.calibrate:
-        return Calibration(recenter=recenter, spread_by_coverage=spread), {}
+    if fixed is None and not opts.calibrate:
+        fixed = Calibration(recenter=recenter, spread_by_coverage=spread)
     with record_function("deepz.calibrate"):
         cal, info = calibrate_out_of_fold(model, x, z, splits, opts.n_folds, recenter, opts.calibrate_weight_power,
                                           weights=weights, extra=extra, coverage=coverage,
-                                          spread_by_coverage=spread)
-    if n_members > 1:
-        cal.ambiguity = opts.ambiguity_shrink
-    log(f"calibration {cal.to_dict()}: PIT CvM on held-out folds {info['cvm_before']:.3f} -> {info['cvm_after']:.3f}")
+                                          spread_by_coverage=spread, score_weights=score_weights, fixed=fixed,
+                                          ambiguity=opts.ambiguity_shrink if n_members > 1 and opts.calibrate else 0.0)
+    if "cvm_after" in info:
+        log(f"calibration {cal.to_dict()}: PIT CvM on held-out folds {info['cvm_before']:.3f} -> "
+            f"{info['cvm_after']:.3f}")
     return cal, info
 
 
-def train_deepz(
-    table: Mapping,
-    opts: Any,
-    progress: Callable[[str], None] | None = None,
-    sims: Mapping | None = None,
-    pretrained: Mapping | None = None,
-    checkpoints: "CheckpointStore | None" = None,
-    comm: Any = None,
-    target: Mapping | None = None,
-) -> DeepzModel | None:
-    """Train a calibrated Deepz ensemble on a spectroscopic table; returns the model dict.
+@dataclass
+class _Candidate:
+    """One trained and calibrated ensemble (rank 0), before packing."""
 
-    ``opts`` is an :class:`rail.deepz.options.InformOptions`. Without ``sims`` and ``pretrained`` the
-    ensemble trains from scratch; with ``sims`` (a table in the same columns, true redshifts in
-    ``redshift_col``) a pretraining on them runs first (:func:`rail.deepz.transfer.pretrain`); with
-    ``pretrained`` (a model dict from a pretraining or an autoencoder-only run) that is reused.
-    Every member then fine-tunes from the pretrained weights on the spectroscopic table.
-    ``checkpoints``: per-epoch checkpoints of each phase, to resume an interrupted run from.
-    ``comm``: an MPI communicator (mpi4py API); with more than one rank each rank trains a
-    contiguous slice of the members and rank 0 returns the model (the others return None).
-    ``target``: the unlabelled photometry to be estimated (same columns; redshifts never read):
-    covariate-shift weights, simulation fill and coverage (:mod:`rail.deepz.target_shift`).
+    model: torch.nn.Module
+    mean: np.ndarray
+    std: np.ndarray
+    arch: Architecture
+    shift: Any
+    fill: Any
+    row_weights: np.ndarray | None
+    cal: Calibration
+    cal_info: dict
+    result: Any
+    n_members: int
+    splits: list
+    cfg: TrainConfig
+    transfer_info: dict
+    inputs: Any
+
+
+def _train_candidate(data: TrainingData, n_real: int, parents: np.ndarray | None, sim_data: TrainingData | None,
+                     target_data: TrainingData | None, pretrained: Mapping | None, opts: Any, device: torch.device,
+                     log: Callable[[str], None], checkpoints: "CheckpointStore | None", comm: Any, phase: str,
+                     score_weights: np.ndarray | None = None, scaler: Mapping | None = None) -> _Candidate | None:
+    """Train, gather and calibrate one ensemble, fine-tuned from ``pretrained`` or from scratch (None).
+
+    Returns None on MPI ranks other than 0. ``score_weights`` (N,): the rows' weights in the held-out
+    scores (default: this candidate's own target weights), so that candidates compare on one population.
+    ``scaler``: a pretrained model whose feature scaling and architecture a from-scratch candidate
+    takes (so that it can be pooled with the fine-tuned one).
     """
     mpi = distributed.is_distributed(comm)
     rank = comm.Get_rank() if mpi else 0
-    log = progress or (lambda msg: None)
-    t0 = time.time()
-    data, sim_data, target_data = _read_tables(table, sims, target, opts, log)
-    device = resolve_device(opts.device, rank)  # auto under MPI: GPU rank % n_gpus
-    pretrained = _pretrained_model(sims, sim_data, pretrained, opts, log, checkpoints, comm, target, target_data)
-    n_real = data.features.shape[0]
-    data, parents = with_dimmed_copies(data, target, target_data, opts, log)
-    mean, std, arch = _starting_point(data, pretrained, opts)
+    mean, std, arch = _starting_point(data, pretrained if pretrained is not None else scaler, opts)
     shift, fill = fit_shift(data, n_real, sim_data, target_data, mean, std, pretrained is not None, opts, log)
     row_weights = shift.spec_weights if shift is not None and opts.target_weights else None
 
@@ -231,7 +236,7 @@ def train_deepz(
         result = None if not local else train_ensemble(
             model, x, torch.as_tensor(z, device=device), torch.as_tensor(data.ratios, device=device),
             torch.as_tensor(data.ratio_err, device=device), splits, cfg, progress=log, inputs=inputs,
-            checkpoint=None if checkpoints is None else checkpoints.phase("train"), members=local, **extra)
+            checkpoint=None if checkpoints is None else checkpoints.phase(phase), members=local, **extra)
     if mpi:  # rank 0 stacks every rank's members into one ensemble; the others are done
         full = build_network(arch, n_members, opts.seed).to(device) if rank == 0 else None
         result = distributed.gather_ensemble(comm, model, local, result, full)
@@ -240,37 +245,151 @@ def train_deepz(
         model = full
 
     cal_weights, cal_coverage, cal_extra = calibration_rows(row_weights, shift, fill, sim_data, mean, std, device)
-    cal, cal_info = _calibration(model, x, z, splits, n_members, opts, log, cal_weights, cal_extra, cal_coverage)
+    cal, cal_info = _calibration(model, x, z, splits, n_members, opts, log, cal_weights, cal_extra, cal_coverage,
+                                 score_weights=row_weights if score_weights is None else score_weights)
+    return _Candidate(model, mean, std, arch, shift, fill, row_weights, cal, cal_info, result, n_members, splits, cfg,
+                      transfer_info,
+                      None if inputs is None else aug)
+
+
+def _pooled(a: _Candidate, b: _Candidate, data: TrainingData, sim_data: TrainingData | None, opts: Any,
+            device: torch.device, log: Callable[[str], None], score_weights: np.ndarray | None) -> _Candidate:
+    """One ensemble of both candidates' members (same scaling and architecture), calibrated afresh.
+
+    The fine-tuned and the from-scratch members err in different places (the simulations' p(z | x)
+    against the spec-z sample's); pooled as two calibration groups, each with its own fitted terms
+    and recentring and ambiguity narrowing within each, their disagreement widens the PDFs where
+    they differ (mostly beyond the spec-z sample's coverage).
+    """
+    n_members = a.n_members + b.n_members
+    model = build_network(a.arch, n_members, opts.seed).to(device)
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    model.load_state_dict({k: v if v.dim() == 0 else torch.cat([v, sb[k]]) for k, v in sa.items()})
+    model.eval()
+    result = TrainResult(best_val_loss=np.concatenate([a.result.best_val_loss, b.result.best_val_loss]),
+                         best_epoch=np.concatenate([a.result.best_epoch, b.result.best_epoch]), history=a.result.history)
+    splits = a.splits + b.splits
+    x = torch.as_tensor((data.features - a.mean) / a.std, device=device)
+    # each group keeps its own fitted widths, shift and weight power; recentring and narrowing act within groups
+    per_group = {k: [getattr(a.cal, k), getattr(b.cal, k)] for k in ("std_scale", "shift", "weight_power")}
+    fixed = replace(a.cal, groups=2, **per_group)
+    cal_weights, cal_coverage, cal_extra = calibration_rows(a.row_weights, a.shift, a.fill, sim_data, a.mean, a.std,
+                                                            device)
+    cal, cal_info = _calibration(model, x, data.redshift, splits, n_members, opts, log, cal_weights, cal_extra,
+                                 cal_coverage, score_weights=score_weights, fixed=fixed)
+    return _Candidate(model, a.mean, a.std, a.arch, a.shift, a.fill, a.row_weights, cal, cal_info, result, n_members,
+                      splits, a.cfg, a.transfer_info, a.inputs)
+
+
+def _choose_start(candidates: dict[str, _Candidate], rule: str, log: Callable[[str], None]) -> tuple[str, dict]:
+    """The candidate ``rule`` names ('auto': the best target-weighted held-out log score) and every score."""
+    scores = {name: c.cal_info["log_score"] for name, c in candidates.items()}
+    chosen = max(scores, key=lambda name: scores[name]) if rule == "auto" else rule
+    summary = dict(chosen=chosen, rule=rule, **{f"log_score_{k}": round(v, 4) for k, v in scores.items()},
+                   **{f"outliers_{k}": round(c.cal_info["outliers"], 4) for k, c in candidates.items()})
+    log("target: held-out log score, weighted toward the target: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()) + f"; keeping the {chosen} model (target_start "
+        f"'{rule}')")
+    return chosen, summary
+
+
+def train_deepz(
+    table: Mapping,
+    opts: Any,
+    progress: Callable[[str], None] | None = None,
+    sims: Mapping | None = None,
+    pretrained: Mapping | None = None,
+    checkpoints: "CheckpointStore | None" = None,
+    comm: Any = None,
+    target: Mapping | None = None,
+) -> DeepzModel | None:
+    """Train a calibrated Deepz ensemble on a spectroscopic table; returns the model dict.
+
+    ``opts`` is an :class:`rail.deepz.options.InformOptions`. Without ``sims`` and ``pretrained`` the
+    ensemble trains from scratch; with ``sims`` (a table in the same columns, true redshifts in
+    ``redshift_col``) a pretraining on them runs first (:func:`rail.deepz.transfer.pretrain`); with
+    ``pretrained`` (a model dict from a pretraining or an autoencoder-only run) that is reused.
+    Every member then fine-tunes from the pretrained weights on the spectroscopic table.
+    ``checkpoints``: per-epoch checkpoints of each phase, to resume an interrupted run from.
+    ``comm``: an MPI communicator (mpi4py API); with more than one rank each rank trains a
+    contiguous slice of the members and rank 0 returns the model (the others return None).
+    ``target``: the unlabelled photometry to be estimated (same columns; redshifts never read):
+    covariate-shift weights, simulation fill and coverage (:mod:`rail.deepz.target_shift`); with a
+    pretrained start, option ``target_start`` may also train from scratch and keep the better.
+    """
+    mpi = distributed.is_distributed(comm)
+    rank = comm.Get_rank() if mpi else 0
+    log = progress or (lambda msg: None)
+    t0 = time.time()
+    data, sim_data, target_data = _read_tables(table, sims, target, opts, log)
+    device = resolve_device(opts.device, rank)  # auto under MPI: GPU rank % n_gpus
+    from_sims = sims is not None or pretrained is not None  # not the target's own autoencoder
+    if from_sims and target_data is not None and opts.target_start == "scratch":
+        log("target: target_start 'scratch': the simulations / pretrained model are not used")
+        sims = sim_data = pretrained = None
+    pretrained = _pretrained_model(sims, sim_data, pretrained, opts, log, checkpoints, comm, target, target_data)
+    n_real = data.features.shape[0]
+    data, parents = with_dimmed_copies(data, target, target_data, opts, log)
+
+    starts = {"pretrained": pretrained} if pretrained is not None else {"scratch": None}
+    if from_sims and pretrained is not None and target_data is not None and opts.target_start != "pretrained":
+        starts = {"pretrained": pretrained, "scratch": None}  # 'auto' or 'pooled'; the pooled one is built below
+    candidates: dict[str, _Candidate] = {}
+    score_weights = None
+    for name, start in starts.items():
+        if len(starts) > 1:
+            log(f"target: training the {name} candidate ({len(candidates) + 1} of {len(starts)})")
+        phase = "train" if not candidates else f"train_{name}"
+        cand = _train_candidate(data, n_real, parents, sim_data, target_data, start, opts, device, log, checkpoints,
+                                comm, phase, score_weights, scaler=pretrained if len(starts) > 1 else None)
+        if cand is None:  # an MPI rank other than 0
+            continue
+        candidates[name] = cand
+        score_weights = cand.row_weights if score_weights is None else score_weights
+    if mpi and rank != 0:
+        return None
+    if len(candidates) > 1:
+        log("target: calibrating the pooled candidate (both sets of members)")
+        candidates["pooled"] = _pooled(candidates["pretrained"], candidates["scratch"], data, sim_data, opts, device,
+                                       log, score_weights)
+    chosen, start_info = (_choose_start(candidates, opts.target_start, log) if len(candidates) > 1
+                          else (next(iter(candidates)), {}))
+    c = candidates[chosen]
+    n_members = c.n_members
     meta = dict(
-        architecture=arch.to_dict(),
+        architecture=c.arch.to_dict(),
         n_members=n_members,
         **photometry_meta(opts),
-        calibration=cal.to_dict(),
-        calibration_info=cal_info,
-        training=dict(training_summary(n, data.n_dropped_ref, result, t0, device, cfg),
+        calibration=c.cal.to_dict(),
+        calibration_info=c.cal_info,
+        training=dict(training_summary(data.features.shape[0], data.n_dropped_ref, c.result, t0, device, c.cfg),
                       n_dropped_redshift=data.n_dropped_z, n_splits=opts.n_splits, n_folds=opts.n_folds),
         versions=package_versions(),
     )
     if data.exposures:
         meta["inputs"] = "exposures"
-    if inputs is not None:
-        meta["training"]["augmentation"] = dict(vars(aug))
-    if transfer_info:
-        meta["transfer"] = transfer_info
+    if c.inputs is not None:
+        meta["training"]["augmentation"] = dict(vars(c.inputs))
+    if c.transfer_info:
+        meta["transfer"] = c.transfer_info
     coverage = {}
-    if shift is not None:
-        meta["target"] = dict(shift.summary(), weights=bool(opts.target_weights),
-                              fill_fraction=0.0 if fill is None else round(fill.fraction, 4),
-                              fill_n_eff=None if fill is None else round(fill.n_eff, 1))
-        meta["coverage"] = dict(clip=shift.clip, n_features=int(mean.size))
-        coverage = shift.ratio.to_arrays(COVERAGE_PREFIX)
-    return pack_model(model, mean, std, meta, prior_mixture(z, n_members * opts.n_gaussians), extra=coverage)
+    if c.shift is not None:
+        meta["target"] = dict(c.shift.summary(), weights=bool(opts.target_weights),
+                              fill_fraction=0.0 if c.fill is None else round(c.fill.fraction, 4),
+                              fill_n_eff=None if c.fill is None else round(c.fill.n_eff, 1),
+                              start=start_info or dict(chosen=chosen))
+        meta["coverage"] = dict(clip=c.shift.clip, n_features=int(c.mean.size))
+        coverage = c.shift.ratio.to_arrays(COVERAGE_PREFIX)
+    z = data.redshift
+    return pack_model(c.model, c.mean, c.std, meta, prior_mixture(z, n_members * opts.n_gaussians), extra=coverage)
 
 
 def calibrate_out_of_fold(model: torch.nn.Module, x: torch.Tensor, z: np.ndarray, splits: list, n_folds: int,
                           recenter: float, fit_power: bool = False, weights: np.ndarray | None = None,
                           extra: tuple | None = None, coverage: np.ndarray | None = None,
-                          spread_by_coverage: bool = False) -> tuple[Calibration, dict]:
+                          spread_by_coverage: bool = False,
+                          score_weights: np.ndarray | None = None, fixed: Calibration | None = None,
+                          ambiguity: float = 0.0) -> tuple[Calibration, dict]:
     """Fit the PDF calibration on out-of-fold predictions.
 
     Each training galaxy (scaled features ``x`` (N, F), redshift ``z`` (N,)) is predicted by the
@@ -281,6 +400,10 @@ def calibrate_out_of_fold(model: torch.nn.Module, x: torch.Tensor, z: np.ndarray
     ``extra`` is given). ``extra``: rows no member
     trained on (features (N_e, F), redshifts, weights on the scale of ``weights``, coverage), row i
     predicted by members i, i + M, ... mod M (as many as a training galaxy's held-out members).
+    ``fixed``: a calibration to use instead of fitting one (the summary then holds only the
+    scores); ``ambiguity``: the ``ambiguity`` term set on the fitted calibration before scoring.
+    The summary adds    the scores. The summary adds the training galaxies' held-out scores (:func:`rail.deepz.calibration.held_out_scores`),
+    weighted by ``score_weights`` (N,) (default: ``weights``; equal when both are None).
     """
     log_w, means, stds = predict(model, x)  # (M, N, G)
     n = x.shape[0]
@@ -319,6 +442,16 @@ def calibrate_out_of_fold(model: torch.nn.Module, x: torch.Tensor, z: np.ndarray
         zt = torch.cat([zt, torch.as_tensor(np.asarray(z_e), dtype=zt.dtype)])
         w = np.concatenate([np.ones(int(rows.sum())) if w is None else w, np.asarray(w_e, dtype=np.float64)])
         cov = np.concatenate([np.ones(int(rows.sum())) if cov is None else cov, np.asarray(c_e, dtype=np.float64)])
-    cal, info = fit_calibration(lw, mu, sd, zt, recenter, fit_power=fit_power, weights=w, coverage=cov,
-                                spread_by_coverage=spread_by_coverage, fit_uncovered=extra is not None)
+    n_spec = int(rows.sum())
+    if fixed is None:
+        cal, info = fit_calibration(lw, mu, sd, zt, recenter, fit_power=fit_power, weights=w, coverage=cov,
+                                    spread_by_coverage=spread_by_coverage, fit_uncovered=extra is not None)
+        cal.ambiguity = ambiguity
+    else:
+        cal, info = fixed, {}
+    # the spec-z rows' scores under the fitted calibration (simulated calibration rows left out)
+    sw = weights if score_weights is None else score_weights
+    info.update(held_out_scores(lw[:, :n_spec], mu[:, :n_spec], sd[:, :n_spec], zt[:n_spec], cal,
+                                None if sw is None else np.asarray(sw, dtype=np.float64)[rows],
+                                None if cov is None else cov[:n_spec]))
     return cal, info
