@@ -128,5 +128,13 @@ def test_groups_keep_the_disagreement_between_member_groups():
     _, mu, sd = apply_calibration(log_w, means, stds, Calibration(groups=2, std_scale=[1.0, 2.0], shift=[0.0, 1.0]))
     torch.testing.assert_close(sd[:, 0, 0], torch.tensor([0.02, 0.02, 0.04, 0.04], dtype=torch.float64))
     torch.testing.assert_close(mu[:, 0, 0], torch.tensor([0.48, 0.52, 1.00, 1.04], dtype=torch.float64))
+    # the disagreement term: the first group's members alone, widened by the groups' mean gap (0.5 here)
+    lw, mu, sd = apply_calibration(log_w, means, stds, Calibration(groups=2, disagreement=0.5))
+    assert lw.shape == (2, n, 1)
+    torch.testing.assert_close(mu[:, 0, 0], torch.tensor([0.48, 0.52], dtype=torch.float64))
+    torch.testing.assert_close(sd[:, 0, 0], torch.full((2,), (0.02**2 + 0.5 * 0.5**2) ** 0.5, dtype=torch.float64))
+    assert Calibration(groups=2, disagreement=0.5).output_members(4) == 2 and Calibration().output_members(4) == 4
+    with pytest.raises(ValueError, match="'disagreement' needs 2 member groups"):
+        apply_calibration(log_w, means, stds, Calibration(disagreement=0.5))
     with pytest.raises(ValueError, match="3 per-group values for 2 groups"):
         apply_calibration(log_w, means, stds, Calibration(groups=2, std_scale=[1.0, 1.0, 1.0]))

@@ -406,7 +406,7 @@ def test_target_start_trains_both_and_keeps_the_better(tiny, bright_and_target, 
     sims = DeepzSimCreator.make_stage(name="sims_start", model="none", n_samples=3000, seed=4,
                                       hdf5_groupname="").sample(3000, 4).data
     models = {}
-    for start in ("auto", "pretrained", "scratch", None):
+    for start in ("auto", "pretrained", "scratch", "widened", None):
         stage = DeepzTargetTransferInformer.make_stage(name=f"inf_start_{start}", hdf5_groupname="",
                                                        sims_groupname="", output_mode="return", checkpoint_dir="",
                                                        **tiny(pretrain_epochs_per_step=[2, 1],
@@ -414,8 +414,10 @@ def test_target_start_trains_both_and_keeps_the_better(tiny, bright_and_target, 
         stage.inform(spec, sims, target=target)
         models[start or "pooled"] = stage.get_data("model")
     info = models["auto"]["meta"]["target"]["start"]
-    scores = {k: info[f"log_score_{k}"] for k in ("pretrained", "scratch", "pooled")}
-    assert info["chosen"] == max(scores, key=scores.get) and info["rule"] == "auto"
+    order = ("pretrained", "scratch", "widened", "pooled")  # by cost; within 1e-3 of the best the cheaper is kept
+    scores = {k: info[f"log_score_{k}"] for k in order}
+    assert info["rule"] == "auto" and scores[info["chosen"]] >= max(scores.values()) - 1.0002e-3
+    assert all(scores[k] < max(scores.values()) - 0.9998e-3 for k in order[:order.index(info["chosen"])])
     pooled_info = models["pooled"]["meta"]["target"]["start"]
     assert pooled_info["chosen"] == "pooled" and pooled_info["log_score_pooled"] == info["log_score_pooled"]
     assert all(0.0 <= info[f"outliers_{k}"] <= 1.0 for k in scores)
@@ -428,9 +430,20 @@ def test_target_start_trains_both_and_keeps_the_better(tiny, bright_and_target, 
             np.testing.assert_array_equal(models["auto"]["arrays"][k], v)
     assert "transfer" in models["pretrained"]["meta"] and "transfer" not in models["scratch"]["meta"]
     assert models["scratch"]["meta"]["target"]["start"] == {"chosen": "scratch"}
-    # the pooled model estimates like any other
-    est = DeepzEstimator.make_stage(name="est_pooled", model=models["pooled"], hdf5_groupname="", output_mode="return")
-    ens = est.estimate({k: v[:200] for k, v in target.items()}).data
-    assert np.all(np.isfinite(np.asarray(ens.ancil["zmode"])))
+    # the pooled model estimates like any other; the widened one outputs the fine-tuned members' mixtures, wider
+    n_g = models["pooled"]["meta"]["architecture"]["n_gaussians"]
+    rows = {k: v[:200] for k, v in target.items()}
+    out = {}
+    for start in ("pooled", "widened", "pretrained"):
+        est = DeepzEstimator.make_stage(name=f"est_{start}", model=models[start], hdf5_groupname="",
+                                        output_mode="return", n_output_components=0)
+        out[start] = est.estimate(rows).data
+        assert np.all(np.isfinite(np.asarray(out[start].ancil["zmode"])))
+    assert out["pooled"].npdf == 200 and np.asarray(out["pooled"].objdata["weights"]).shape[1] == 2 * n * n_g
+    assert np.asarray(out["widened"].objdata["weights"]).shape[1] == n * n_g
+    cal = models["widened"]["meta"]["calibration"]
+    assert cal["groups"] == 2 and 0.0 < cal["disagreement"] <= 4.0
+    std = {k: np.median(np.asarray(out[k].ancil["zstd"])) for k in ("widened", "pretrained")}
+    assert std["widened"] >= std["pretrained"]
     with pytest.raises(ValueError, match="target_start"):
         inform_options(tiny(target_start="best"))

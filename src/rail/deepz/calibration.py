@@ -14,14 +14,15 @@ calibration page explains each term.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
 
 from . import mixture
 
-__all__ = ["Calibration", "apply_calibration", "pool_members", "fit_calibration", "pit_cvm", "held_out_scores"]
+__all__ = ["Calibration", "apply_calibration", "pool_members", "fit_calibration", "fit_disagreement", "pit_cvm",
+           "held_out_scores"]
 
 
 @dataclass
@@ -45,6 +46,10 @@ class Calibration:
     # pooled PDF keeps the groups' disagreement, and weight_power, std_scale and shift may be lists
     # of one value per group (each group calibrated on its own)
     groups: int = 1
+    # with two groups, > 0: the PDF is the first group's alone, each component's variance raised by
+    # disagreement x (difference of the two groups' mean redshifts)^2; the second group only measures
+    # how far an independently trained ensemble lands (an epistemic width, largest beyond the spec-z sample)
+    disagreement: float = 0.0
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -54,18 +59,25 @@ class Calibration:
             del out["spread_by_coverage"]
         if self.groups == 1:
             del out["groups"]
+        if self.disagreement == 0.0:
+            del out["disagreement"]
         return out
 
     @property
     def uses_coverage(self) -> bool:
         return self.spread_by_coverage or self.uncovered_scale != 1.0 or self.uncovered_shift != 0.0
 
+    def output_members(self, n_members: int) -> int:
+        """How many of ``n_members`` networks' mixtures the calibrated PDF holds."""
+        return n_members // 2 if self.disagreement != 0.0 else n_members
+
 
 def apply_calibration(
     log_w: torch.Tensor, means: torch.Tensor, stds: torch.Tensor, cal: Calibration,
     coverage: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Calibrate per-member mixtures (M, N, G); returns (log_w, means, stds) of the same shape.
+    """Calibrate per-member mixtures (M, N, G); returns (log_w, means, stds) of the same shape
+    ((M / 2, N, G) with the ``disagreement`` term: the first group's members).
 
     ``coverage`` (N,): the galaxies' coverage, used by the ``uncovered_*`` terms and
     ``spread_by_coverage`` (1 when None).
@@ -111,6 +123,13 @@ def apply_calibration(
         narrowed = [_narrow_pool(weights[g * k:(g + 1) * k], means[g * k:(g + 1) * k], stds[g * k:(g + 1) * k],
                                  cal.ambiguity * spread[g]) for g in range(cal.groups)]
         means, stds = torch.cat([m for m, _ in narrowed]), torch.cat([s for _, s in narrowed])
+    if cal.disagreement != 0.0:
+        if cal.groups != 2:
+            raise ValueError(f"calibration term 'disagreement' needs 2 member groups, not {cal.groups}")
+        group_mean = (torch.exp(log_w) * means).sum(-1).unflatten(0, (2, k)).mean(1)  # (2, N)
+        gap2 = (group_mean[0] - group_mean[1]).square().reshape(1, -1, 1)  # (1, N, 1)
+        log_w, means = log_w[:k], means[:k]
+        stds = torch.sqrt(stds[:k].square() + cal.disagreement * gap2)
     return log_w, means, stds
 
 
@@ -243,6 +262,35 @@ def fit_calibration(
     best = res.x if res.fun <= min(vals) else start[:free]
     cal = make(best)
     return cal, dict(cvm_before=objective(np.zeros(free)), cvm_after=float(objective(best)), n=int(z.numel()))
+
+
+def fit_disagreement(log_w: torch.Tensor, means: torch.Tensor, stds: torch.Tensor, z: torch.Tensor, cal: Calibration,
+                     weights: np.ndarray | None = None, coverage: np.ndarray | None = None,
+                     bounds: tuple[float, float] = (0.0, 4.0)) -> tuple[Calibration, dict]:
+    """Fit the ``disagreement`` term of a two-group calibration on held-out predictions.
+
+    ``log_w, means, stds`` (S, N, G): for each galaxy S held-out members, the first S / 2 from the
+    first group; ``cal`` holds the groups' other terms. The term minimises the (weighted) PIT CvM
+    distance, over a grid of ``bounds`` refined by a bounded scalar search.
+    """
+    from scipy.optimize import minimize_scalar
+
+    z = z.to(torch.float64)
+    lw, mu, sd = log_w.double(), means.double(), stds.double()
+    cov = None if coverage is None else torch.as_tensor(np.clip(np.asarray(coverage, dtype=np.float64), 0.0, 1.0))
+
+    def objective(a: float) -> float:
+        w, m, s = pool_members(lw, mu, sd, replace(cal, disagreement=float(a)), cov)
+        return pit_cvm(mixture.cdf(z, w, m, s).numpy(), weights)
+
+    grid = np.linspace(bounds[0], bounds[1], 9)
+    vals = [objective(max(a, 1e-9)) for a in grid]  # 0 itself would mean "no groups' term"
+    i = int(np.argmin(vals))
+    lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
+    res = minimize_scalar(objective, bounds=(max(lo, 1e-9), hi), method="bounded", options=dict(xatol=1e-3))
+    best = float(res.x) if res.fun <= vals[i] else max(float(grid[i]), 1e-9)
+    return replace(cal, disagreement=best), dict(cvm_before=float(vals[0]), cvm_after=float(min(res.fun, vals[i])),
+                                                 n=int(z.numel()))
 
 
 def held_out_scores(log_w: torch.Tensor, means: torch.Tensor, stds: torch.Tensor, z: torch.Tensor, cal: Calibration,

@@ -152,7 +152,7 @@ class DeepzPredictor:
         self.calibration = unpacked.calibration
         self.prior = unpacked.prior
         self.coverage_model = unpacked.coverage
-        self.n_components = unpacked.n_members * unpacked.architecture.n_gaussians
+        self.n_components = self.calibration.output_members(unpacked.n_members) * unpacked.architecture.n_gaussians
 
     def check_columns(self, bands: Sequence[str], err_bands: Sequence[str]) -> None:
         """Raise if the configured band list does not match the model's."""

@@ -18,7 +18,7 @@ from torch.profiler import record_function
 from . import distributed, transfer
 from . import features as feat
 from .building import architecture_for, build_network, photometry_meta, prior_mixture, training_summary
-from .calibration import Calibration, fit_calibration, held_out_scores
+from .calibration import Calibration, fit_calibration, fit_disagreement, held_out_scores
 from .devices import resolve_device
 from .model_io import DeepzModel, pack_model, package_versions
 from .networks import Architecture
@@ -155,7 +155,8 @@ def _fine_tuning(model: torch.nn.Module, pretrained: Mapping, sim_data: Training
 def _calibration(model: torch.nn.Module, x: torch.Tensor, z: np.ndarray, splits: list, n_members: int, opts: Any,
                  log: Callable[[str], None], weights: np.ndarray | None = None,
                  extra: tuple | None = None, coverage: np.ndarray | None = None,
-                 score_weights: np.ndarray | None = None, fixed: Calibration | None = None) -> tuple[Calibration, dict]:
+                 score_weights: np.ndarray | None = None, fixed: Calibration | None = None,
+                 fit_groups_gap: bool = False) -> tuple[Calibration, dict]:
     """The PDF calibration fitted on the held-out folds (identity plus recentring when ``calibrate`` is off).
 
     ``weights`` (N,) of the spec-z rows and ``extra`` (features, redshifts, weights of held-out
@@ -170,7 +171,8 @@ def _calibration(model: torch.nn.Module, x: torch.Tensor, z: np.ndarray, splits:
         cal, info = calibrate_out_of_fold(model, x, z, splits, opts.n_folds, recenter, opts.calibrate_weight_power,
                                           weights=weights, extra=extra, coverage=coverage,
                                           spread_by_coverage=spread, score_weights=score_weights, fixed=fixed,
-                                          ambiguity=opts.ambiguity_shrink if n_members > 1 and opts.calibrate else 0.0)
+                                          ambiguity=opts.ambiguity_shrink if n_members > 1 and opts.calibrate else 0.0,
+                                          fit_groups_gap=fit_groups_gap)
     if "cvm_after" in info:
         log(f"calibration {cal.to_dict()}: PIT CvM on held-out folds {info['cvm_before']:.3f} -> "
             f"{info['cvm_after']:.3f}")
@@ -253,13 +255,16 @@ def _train_candidate(data: TrainingData, n_real: int, parents: np.ndarray | None
 
 
 def _pooled(a: _Candidate, b: _Candidate, data: TrainingData, sim_data: TrainingData | None, opts: Any,
-            device: torch.device, log: Callable[[str], None], score_weights: np.ndarray | None) -> _Candidate:
+            device: torch.device, log: Callable[[str], None], score_weights: np.ndarray | None,
+            widened: bool = False) -> _Candidate:
     """One ensemble of both candidates' members (same scaling and architecture), calibrated afresh.
 
     The fine-tuned and the from-scratch members err in different places (the simulations' p(z | x)
     against the spec-z sample's); pooled as two calibration groups, each with its own fitted terms
     and recentring and ambiguity narrowing within each, their disagreement widens the PDFs where
-    they differ (mostly beyond the spec-z sample's coverage).
+    they differ (mostly beyond the spec-z sample's coverage). ``widened``: the PDFs are the
+    fine-tuned members' alone, widened by the two groups' disagreement (the calibration's
+    ``disagreement`` term, fitted on the held-out folds when ``calibrate`` is on).
     """
     n_members = a.n_members + b.n_members
     model = build_network(a.arch, n_members, opts.seed).to(device)
@@ -272,19 +277,25 @@ def _pooled(a: _Candidate, b: _Candidate, data: TrainingData, sim_data: Training
     x = torch.as_tensor((data.features - a.mean) / a.std, device=device)
     # each group keeps its own fitted widths, shift and weight power; recentring and narrowing act within groups
     per_group = {k: [getattr(a.cal, k), getattr(b.cal, k)] for k in ("std_scale", "shift", "weight_power")}
-    fixed = replace(a.cal, groups=2, **per_group)
+    fixed = replace(a.cal, groups=2, disagreement=1.0 if widened else 0.0, **per_group)
     cal_weights, cal_coverage, cal_extra = calibration_rows(a.row_weights, a.shift, a.fill, sim_data, a.mean, a.std,
                                                             device)
     cal, cal_info = _calibration(model, x, data.redshift, splits, n_members, opts, log, cal_weights, cal_extra,
-                                 cal_coverage, score_weights=score_weights, fixed=fixed)
+                                 cal_coverage, score_weights=score_weights, fixed=fixed,
+                                 fit_groups_gap=widened and bool(opts.calibrate))
     return _Candidate(model, a.mean, a.std, a.arch, a.shift, a.fill, a.row_weights, cal, cal_info, result, n_members,
                       splits, a.cfg, a.transfer_info, a.inputs)
+
+
+_SCORE_TIE = 1e-3  # mean log density (per galaxy) below which two candidates' held-out scores count as equal
 
 
 def _choose_start(candidates: dict[str, _Candidate], rule: str, log: Callable[[str], None]) -> tuple[str, dict]:
     """The candidate ``rule`` names ('auto': the best target-weighted held-out log score) and every score."""
     scores = {name: c.cal_info["log_score"] for name, c in candidates.items()}
-    chosen = max(scores, key=lambda name: scores[name]) if rule == "auto" else rule
+    # candidates in order of cost (networks run when estimating); within _SCORE_TIE of the best the cheaper wins
+    best = max(scores.values())
+    chosen = next(k for k in scores if scores[k] >= best - _SCORE_TIE) if rule == "auto" else rule
     summary = dict(chosen=chosen, rule=rule, **{f"log_score_{k}": round(v, 4) for k, v in scores.items()},
                    **{f"outliers_{k}": round(c.cal_info["outliers"], 4) for k, c in candidates.items()})
     log("target: held-out log score, weighted toward the target: "
@@ -349,9 +360,10 @@ def train_deepz(
     if mpi and rank != 0:
         return None
     if len(candidates) > 1:
-        log("target: calibrating the pooled candidate (both sets of members)")
-        candidates["pooled"] = _pooled(candidates["pretrained"], candidates["scratch"], data, sim_data, opts, device,
-                                       log, score_weights)
+        log("target: calibrating the widened and pooled candidates (both sets of members)")
+        for name in ("widened", "pooled"):
+            candidates[name] = _pooled(candidates["pretrained"], candidates["scratch"], data, sim_data, opts, device,
+                                       log, score_weights, widened=name == "widened")
     chosen, start_info = (_choose_start(candidates, opts.target_start, log) if len(candidates) > 1
                           else (next(iter(candidates)), {}))
     c = candidates[chosen]
@@ -381,7 +393,8 @@ def train_deepz(
         meta["coverage"] = dict(clip=c.shift.clip, n_features=int(c.mean.size))
         coverage = c.shift.ratio.to_arrays(COVERAGE_PREFIX)
     z = data.redshift
-    return pack_model(c.model, c.mean, c.std, meta, prior_mixture(z, n_members * opts.n_gaussians), extra=coverage)
+    prior = prior_mixture(z, c.cal.output_members(n_members) * opts.n_gaussians)  # as many components as the PDFs
+    return pack_model(c.model, c.mean, c.std, meta, prior, extra=coverage)
 
 
 def calibrate_out_of_fold(model: torch.nn.Module, x: torch.Tensor, z: np.ndarray, splits: list, n_folds: int,
@@ -389,7 +402,7 @@ def calibrate_out_of_fold(model: torch.nn.Module, x: torch.Tensor, z: np.ndarray
                           extra: tuple | None = None, coverage: np.ndarray | None = None,
                           spread_by_coverage: bool = False,
                           score_weights: np.ndarray | None = None, fixed: Calibration | None = None,
-                          ambiguity: float = 0.0) -> tuple[Calibration, dict]:
+                          ambiguity: float = 0.0, fit_groups_gap: bool = False) -> tuple[Calibration, dict]:
     """Fit the PDF calibration on out-of-fold predictions.
 
     Each training galaxy (scaled features ``x`` (N, F), redshift ``z`` (N,)) is predicted by the
@@ -401,7 +414,9 @@ def calibrate_out_of_fold(model: torch.nn.Module, x: torch.Tensor, z: np.ndarray
     trained on (features (N_e, F), redshifts, weights on the scale of ``weights``, coverage), row i
     predicted by members i, i + M, ... mod M (as many as a training galaxy's held-out members).
     ``fixed``: a calibration to use instead of fitting one (the summary then holds only the
-    scores); ``ambiguity``: the ``ambiguity`` term set on the fitted calibration before scoring.
+    scores), or with ``fit_groups_gap`` whose ``disagreement`` term alone is fitted
+    (:func:`rail.deepz.calibration.fit_disagreement`); ``ambiguity``: the ``ambiguity`` term set
+    on the fitted calibration before scoring.
     The summary adds    the scores. The summary adds the training galaxies' held-out scores (:func:`rail.deepz.calibration.held_out_scores`),
     weighted by ``score_weights`` (N,) (default: ``weights``; equal when both are None).
     """
@@ -447,6 +462,8 @@ def calibrate_out_of_fold(model: torch.nn.Module, x: torch.Tensor, z: np.ndarray
         cal, info = fit_calibration(lw, mu, sd, zt, recenter, fit_power=fit_power, weights=w, coverage=cov,
                                     spread_by_coverage=spread_by_coverage, fit_uncovered=extra is not None)
         cal.ambiguity = ambiguity
+    elif fit_groups_gap:
+        cal, info = fit_disagreement(lw, mu, sd, zt, fixed, w, cov)
     else:
         cal, info = fixed, {}
     # the spec-z rows' scores under the fitted calibration (simulated calibration rows left out)
