@@ -248,13 +248,8 @@ def tables(runs: Runs) -> list[dict]:
 def _start(r: dict) -> str:
     """The candidate a model with a target kept (target_start) and, if another, the one 'auto' would keep."""
     start = (r.get("target") or {}).get("start") or {}
-    scores = {k[len("log_score_"):]: v for k, v in start.items() if k.startswith("log_score_")}
-    chosen = str(start.get("chosen", ""))
-    if not scores or start.get("rule") == "auto":
-        return chosen
-    # what 'auto' keeps: the first candidate (cheapest) within 1e-3 of the best held-out score
-    best = next(k for k, v in scores.items() if v >= max(scores.values()) - 1e-3)
-    return chosen if best == chosen else f"{chosen} (auto: {best})"
+    chosen, auto = str(start.get("chosen", "")), start.get("auto", "")
+    return chosen if auto in ("", chosen) else f"{chosen} (auto: {auto})"
 
 
 def _cells(r: dict, seed: str) -> list:

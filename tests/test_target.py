@@ -416,7 +416,8 @@ def test_target_start_trains_both_and_keeps_the_better(tiny, bright_and_target, 
     info = models["auto"]["meta"]["target"]["start"]
     order = ("pretrained", "scratch", "widened", "pooled")  # by cost; within 1e-3 of the best the cheaper is kept
     scores = {k: info[f"log_score_{k}"] for k in order}
-    assert info["rule"] == "auto" and scores[info["chosen"]] >= max(scores.values()) - 1.0002e-3
+    assert info["rule"] == "auto" and info["auto"] == info["chosen"]
+    assert scores[info["chosen"]] >= max(scores.values()) - 1.0002e-3
     assert all(scores[k] < max(scores.values()) - 0.9998e-3 for k in order[:order.index(info["chosen"])])
     pooled_info = models["pooled"]["meta"]["target"]["start"]
     assert pooled_info["chosen"] == "pooled" and pooled_info["log_score_pooled"] == info["log_score_pooled"]

@@ -264,6 +264,11 @@ def fit_calibration(
     return cal, dict(cvm_before=objective(np.zeros(free)), cvm_after=float(objective(best)), n=int(z.numel()))
 
 
+def _coverage_tensor(coverage: np.ndarray | None) -> torch.Tensor | None:
+    """Coverage (N,) clipped to [0, 1] as a float64 tensor (None stays None)."""
+    return None if coverage is None else torch.as_tensor(np.clip(np.asarray(coverage, dtype=np.float64), 0.0, 1.0))
+
+
 def fit_disagreement(log_w: torch.Tensor, means: torch.Tensor, stds: torch.Tensor, z: torch.Tensor, cal: Calibration,
                      weights: np.ndarray | None = None, coverage: np.ndarray | None = None,
                      bounds: tuple[float, float] = (0.0, 4.0)) -> tuple[Calibration, dict]:
@@ -277,7 +282,7 @@ def fit_disagreement(log_w: torch.Tensor, means: torch.Tensor, stds: torch.Tenso
 
     z = z.to(torch.float64)
     lw, mu, sd = log_w.double(), means.double(), stds.double()
-    cov = None if coverage is None else torch.as_tensor(np.clip(np.asarray(coverage, dtype=np.float64), 0.0, 1.0))
+    cov = _coverage_tensor(coverage)
 
     def objective(a: float) -> float:
         w, m, s = pool_members(lw, mu, sd, replace(cal, disagreement=float(a)), cov)
@@ -302,7 +307,7 @@ def held_out_scores(log_w: torch.Tensor, means: torch.Tensor, stds: torch.Tensor
     1/redshift units (higher is better; a proper score, so it rewards both sharpness and
     calibration); ``outliers``: fraction with |z_mode - z| / (1 + z) > 0.15.
     """
-    cov = None if coverage is None else torch.as_tensor(np.clip(np.asarray(coverage, dtype=np.float64), 0.0, 1.0))
+    cov = _coverage_tensor(coverage)
     w, m, s = pool_members(log_w.double(), means.double(), stds.double(), cal, cov)
     zt = z.to(torch.float64)
     logp = mixture.log_prob(zt, torch.log(w.clamp_min(1e-300)), m, s).clamp_min(-50.0).numpy()

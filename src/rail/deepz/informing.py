@@ -197,7 +197,7 @@ class _Candidate:
     splits: list
     cfg: TrainConfig
     transfer_info: dict
-    inputs: Any
+    augmentation: Any  # the batch augmentation settings, None without augmentation
 
 
 def _train_candidate(data: TrainingData, n_real: int, parents: np.ndarray | None, sim_data: TrainingData | None,
@@ -250,41 +250,54 @@ def _train_candidate(data: TrainingData, n_real: int, parents: np.ndarray | None
     cal, cal_info = _calibration(model, x, z, splits, n_members, opts, log, cal_weights, cal_extra, cal_coverage,
                                  score_weights=row_weights if score_weights is None else score_weights)
     return _Candidate(model, mean, std, arch, shift, fill, row_weights, cal, cal_info, result, n_members, splits, cfg,
-                      transfer_info,
-                      None if inputs is None else aug)
+                      transfer_info, None if inputs is None else aug)
 
 
-def _pooled(a: _Candidate, b: _Candidate, data: TrainingData, sim_data: TrainingData | None, opts: Any,
-            device: torch.device, log: Callable[[str], None], score_weights: np.ndarray | None,
-            widened: bool = False) -> _Candidate:
-    """One ensemble of both candidates' members (same scaling and architecture), calibrated afresh.
+@dataclass
+class _Stacked:
+    """Both candidates' members as one network (fine-tuned first), their folds and scaled features."""
 
-    The fine-tuned and the from-scratch members err in different places (the simulations' p(z | x)
-    against the spec-z sample's); pooled as two calibration groups, each with its own fitted terms
-    and recentring and ambiguity narrowing within each, their disagreement widens the PDFs where
-    they differ (mostly beyond the spec-z sample's coverage). ``widened``: the PDFs are the
-    fine-tuned members' alone, widened by the two groups' disagreement (the calibration's
-    ``disagreement`` term, fitted on the held-out folds when ``calibrate`` is on).
-    """
-    n_members = a.n_members + b.n_members
-    model = build_network(a.arch, n_members, opts.seed).to(device)
+    model: torch.nn.Module
+    result: TrainResult
+    splits: list
+    x: torch.Tensor
+
+
+def _stacked(a: _Candidate, b: _Candidate, data: TrainingData, opts: Any, device: torch.device) -> _Stacked:
+    """Stack candidates ``a`` and ``b`` (same scaling and architecture) into one ensemble."""
+    model = build_network(a.arch, a.n_members + b.n_members, opts.seed).to(device)
     sa, sb = a.model.state_dict(), b.model.state_dict()
     model.load_state_dict({k: v if v.dim() == 0 else torch.cat([v, sb[k]]) for k, v in sa.items()})
     model.eval()
     result = TrainResult(best_val_loss=np.concatenate([a.result.best_val_loss, b.result.best_val_loss]),
                          best_epoch=np.concatenate([a.result.best_epoch, b.result.best_epoch]), history=a.result.history)
-    splits = a.splits + b.splits
     x = torch.as_tensor((data.features - a.mean) / a.std, device=device)
-    # each group keeps its own fitted widths, shift and weight power; recentring and narrowing act within groups
+    return _Stacked(model, result, a.splits + b.splits, x)
+
+
+def _pooled(a: _Candidate, b: _Candidate, both: _Stacked, z: np.ndarray, sim_data: TrainingData | None, opts: Any,
+            device: torch.device, log: Callable[[str], None], score_weights: np.ndarray | None,
+            widened: bool = False) -> _Candidate:
+    """The pooled (or ``widened``) candidate from the stacked members ``both`` of ``a`` and ``b``.
+
+    The fine-tuned and the from-scratch members err in different places (the simulations' p(z | x)
+    against the spec-z sample's). Pooled, they form two calibration groups, each keeping the terms
+    fitted for its own candidate, with recentring and ambiguity narrowing within each, so their
+    disagreement widens the PDFs where they differ (mostly beyond the spec-z sample's coverage).
+    ``widened``: the PDFs are the fine-tuned members' alone, widened by the two groups'
+    disagreement (the calibration's ``disagreement`` term, fitted on the held-out folds when
+    ``calibrate`` is on).
+    """
     per_group = {k: [getattr(a.cal, k), getattr(b.cal, k)] for k in ("std_scale", "shift", "weight_power")}
     fixed = replace(a.cal, groups=2, disagreement=1.0 if widened else 0.0, **per_group)
     cal_weights, cal_coverage, cal_extra = calibration_rows(a.row_weights, a.shift, a.fill, sim_data, a.mean, a.std,
                                                             device)
-    cal, cal_info = _calibration(model, x, data.redshift, splits, n_members, opts, log, cal_weights, cal_extra,
+    n_members = a.n_members + b.n_members
+    cal, cal_info = _calibration(both.model, both.x, z, both.splits, n_members, opts, log, cal_weights, cal_extra,
                                  cal_coverage, score_weights=score_weights, fixed=fixed,
                                  fit_groups_gap=widened and bool(opts.calibrate))
-    return _Candidate(model, a.mean, a.std, a.arch, a.shift, a.fill, a.row_weights, cal, cal_info, result, n_members,
-                      splits, a.cfg, a.transfer_info, a.inputs)
+    return _Candidate(both.model, a.mean, a.std, a.arch, a.shift, a.fill, a.row_weights, cal, cal_info, both.result,
+                      n_members, both.splits, a.cfg, a.transfer_info, a.augmentation)
 
 
 _SCORE_TIE = 1e-3  # mean log density (per galaxy) below which two candidates' held-out scores count as equal
@@ -295,8 +308,9 @@ def _choose_start(candidates: dict[str, _Candidate], rule: str, log: Callable[[s
     scores = {name: c.cal_info["log_score"] for name, c in candidates.items()}
     # candidates in order of cost (networks run when estimating); within _SCORE_TIE of the best the cheaper wins
     best = max(scores.values())
-    chosen = next(k for k in scores if scores[k] >= best - _SCORE_TIE) if rule == "auto" else rule
-    summary = dict(chosen=chosen, rule=rule, **{f"log_score_{k}": round(v, 4) for k, v in scores.items()},
+    auto = next(k for k in scores if scores[k] >= best - _SCORE_TIE)
+    chosen = auto if rule == "auto" else rule
+    summary = dict(chosen=chosen, rule=rule, auto=auto, **{f"log_score_{k}": round(v, 4) for k, v in scores.items()},
                    **{f"outliers_{k}": round(c.cal_info["outliers"], 4) for k, c in candidates.items()})
     log("target: held-out log score, weighted toward the target: "
         + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()) + f"; keeping the {chosen} model (target_start "
@@ -326,7 +340,8 @@ def train_deepz(
     contiguous slice of the members and rank 0 returns the model (the others return None).
     ``target``: the unlabelled photometry to be estimated (same columns; redshifts never read):
     covariate-shift weights, simulation fill and coverage (:mod:`rail.deepz.target_shift`); with a
-    pretrained start, option ``target_start`` may also train from scratch and keep the better.
+    pretrained start, option ``target_start`` also trains the members from scratch and keeps one of
+    four candidates built from the two sets.
     """
     mpi = distributed.is_distributed(comm)
     rank = comm.Get_rank() if mpi else 0
@@ -344,7 +359,7 @@ def train_deepz(
 
     starts = {"pretrained": pretrained} if pretrained is not None else {"scratch": None}
     if from_sims and pretrained is not None and target_data is not None and opts.target_start != "pretrained":
-        starts = {"pretrained": pretrained, "scratch": None}  # 'auto' or 'pooled'; the pooled one is built below
+        starts = {"pretrained": pretrained, "scratch": None}  # widened and pooled are built from both below
     candidates: dict[str, _Candidate] = {}
     score_weights = None
     for name, start in starts.items():
@@ -361,9 +376,11 @@ def train_deepz(
         return None
     if len(candidates) > 1:
         log("target: calibrating the widened and pooled candidates (both sets of members)")
+        fine, scratch = candidates["pretrained"], candidates["scratch"]
+        both = _stacked(fine, scratch, data, opts, device)
         for name in ("widened", "pooled"):
-            candidates[name] = _pooled(candidates["pretrained"], candidates["scratch"], data, sim_data, opts, device,
-                                       log, score_weights, widened=name == "widened")
+            candidates[name] = _pooled(fine, scratch, both, data.redshift, sim_data, opts, device, log, score_weights,
+                                       widened=name == "widened")
     chosen, start_info = (_choose_start(candidates, opts.target_start, log) if len(candidates) > 1
                           else (next(iter(candidates)), {}))
     c = candidates[chosen]
@@ -380,8 +397,8 @@ def train_deepz(
     )
     if data.exposures:
         meta["inputs"] = "exposures"
-    if c.inputs is not None:
-        meta["training"]["augmentation"] = dict(vars(c.inputs))
+    if c.augmentation is not None:
+        meta["training"]["augmentation"] = dict(vars(c.augmentation))
     if c.transfer_info:
         meta["transfer"] = c.transfer_info
     coverage = {}
@@ -416,9 +433,9 @@ def calibrate_out_of_fold(model: torch.nn.Module, x: torch.Tensor, z: np.ndarray
     ``fixed``: a calibration to use instead of fitting one (the summary then holds only the
     scores), or with ``fit_groups_gap`` whose ``disagreement`` term alone is fitted
     (:func:`rail.deepz.calibration.fit_disagreement`); ``ambiguity``: the ``ambiguity`` term set
-    on the fitted calibration before scoring.
-    The summary adds    the scores. The summary adds the training galaxies' held-out scores (:func:`rail.deepz.calibration.held_out_scores`),
-    weighted by ``score_weights`` (N,) (default: ``weights``; equal when both are None).
+    on the fitted calibration before scoring. The summary adds the training galaxies' held-out
+    scores (:func:`rail.deepz.calibration.held_out_scores`), weighted by ``score_weights`` (N,)
+    (default: ``weights``; equal when both are None).
     """
     log_w, means, stds = predict(model, x)  # (M, N, G)
     n = x.shape[0]
