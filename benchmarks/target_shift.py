@@ -16,6 +16,10 @@ starts   the training file alone: three selections of half A (i < 23.5; the succ
          score; the default target_start ('auto', the candidate with the best held-out score)
          against fixing the fine-tuned start or the pooled ensemble
 full     the whole random training file (10,225) -> the validation file, from scratch
+noisy    another noise model: the training file re-observed by a shallower survey (flux errors x1.5
+         in u and g, x2 in r and i, x3 in z and y, noise added to match; S/N < 1 a non-detection)
+         while the simulations keep their own noise; half A's i < 23.5 rows train, half B's
+         photometry is the target and its redshifts score
 sims     models pretrained on the simulations alone, before and after the target options
          (noise from the target's error relation, weights toward it), scored on the DC2
          validation file and on a population of the package's template engine
@@ -175,6 +179,57 @@ def part_full(runs: Runs, train: dict, valid: dict) -> None:
             runs.score("full", name, seed, model, valid, train["redshift"], sec)
 
 
+#: part "noisy": flux-error factors of the shallower survey, per band (u, g, r, i, z, y)
+SHALLOW_FACTORS = (1.5, 1.5, 2.0, 2.0, 3.0, 3.0)
+_ZP = 31.4  # AB zero point of the flux unit used in the re-observation (only ratios matter)
+
+
+def shallower(table: dict, factors=SHALLOW_FACTORS, seed: int = 11) -> dict:
+    """The catalogue as a shallower survey sees it: each band's flux error x ``factors``, noise added to match.
+
+    Detected magnitudes (< 90) become fluxes, get Gaussian noise of sqrt(k^2 - 1) x their error and
+    the error k x sigma; a flux below its new 1-sigma error becomes a non-detection (99, the error
+    column holding the 1-sigma limiting magnitude, the DC2 convention). Old non-detections start from
+    zero flux.
+    """
+    rng = np.random.default_rng(seed)
+    out = dict(table)
+    for band, k in zip("ugrizy", factors):
+        mag = np.asarray(table[f"mag_{band}_lsst"], dtype=np.float64)
+        err = np.asarray(table[f"mag_err_{band}_lsst"], dtype=np.float64)
+        det = mag < 90
+        flux = np.where(det, 10 ** (-0.4 * (mag - _ZP)), 0.0)
+        sigma = np.where(det, flux * err * np.log(10) / 2.5, 10 ** (-0.4 * (err - _ZP)))
+        new = flux + rng.normal(size=flux.size) * np.sqrt(k * k - 1.0) * sigma
+        new_sigma = k * sigma
+        seen = new > new_sigma
+        safe = np.where(seen, new, 1.0)
+        out[f"mag_{band}_lsst"] = np.where(seen, -2.5 * np.log10(safe) + _ZP, 99.0).astype(np.float32)
+        out[f"mag_err_{band}_lsst"] = np.where(seen, 2.5 / np.log(10) * new_sigma / safe,
+                                               -2.5 * np.log10(new_sigma) + _ZP).astype(np.float32)
+    return out
+
+
+def part_noisy(runs: Runs, train: dict) -> None:
+    """Another noise model: the training file re-observed shallower; half A's i < 23.5 train, half B the target."""
+    noisy = shallower(train)
+    n = len(train["redshift"])
+    perm = np.random.default_rng(0).permutation(n)
+    a, b = perm[: n // 2], perm[n // 2 :]
+    table = harness.subset(noisy, a[noisy["mag_i_lsst"][a] < 23.5])
+    test = harness.subset(noisy, b)
+    target = {k: v for k, v in test.items() if k != "redshift"}
+    for seed in harness.int_list(runs.args.seeds):
+        for name, kind, tgt, extra in (("scratch", "scratch", None, {}), ("pretrained", "pretrained", None, {}),
+                                       ("pretrained + target", "pretrained", target, {}),
+                                       ("pretrained + target, simulation noise", "pretrained", target,
+                                        dict(target_sim_noise=True))):
+            if not runs.wanted(name):
+                continue
+            model, sec = runs.train(table, seed, kind, tgt, **extra)
+            runs.score("noisy", name, seed, model, test, table["redshift"], sec)
+
+
 def part_options(runs: Runs, train: dict) -> None:
     """The training file alone: half A's bright rows train, half B is the target; every option's effect."""
     n = len(train["redshift"])
@@ -223,6 +278,8 @@ def tables(runs: Runs) -> list[dict]:
         full="The whole random training file (10,225) -> validation file, from scratch",
         sims="Pretrained on the simulations alone, without and with a target",
         starts="Training file only: three selections of half A train, half B is the target; target_start",
+        noisy="Another noise model: the training file re-observed shallower (errors x1.5-3), i < 23.5 of half A "
+              "-> half B",
     )
     out = []
     for part, rows in runs.rows.items():
@@ -265,7 +322,7 @@ def plot(runs: Runs, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    parts = [p for p in ("sel", "sel2", "starts", "full", "options") if p in runs.rows]
+    parts = [p for p in ("sel", "sel2", "starts", "full", "options", "noisy") if p in runs.rows]
     if not parts:
         return
     fig, axes = plt.subplots(2, len(parts), figsize=(4.2 * len(parts), 6.5), squeeze=False)
@@ -288,7 +345,7 @@ def plot(runs: Runs, path: str) -> None:
 
 def main() -> None:
     ap = harness.parser(__doc__)
-    ap.add_argument("--parts", default="sel,sel2,starts,full,options,sims", help="comma-separated parts")
+    ap.add_argument("--parts", default="sel,sel2,starts,full,options,noisy,sims", help="comma-separated parts")
     ap.add_argument("--seeds", default="87,88,89", help="model seeds")
     ap.add_argument("--n-sims", type=int, default=100_000, help="simulated galaxies for pretraining")
     ap.add_argument("--figure", default="docs/_static/target_shift.png", help="plot file ('' = none)")
@@ -313,6 +370,8 @@ def main() -> None:
         part_full(runs, train, valid)
     if "options" in args.parts:
         part_options(runs, train)
+    if "noisy" in args.parts:
+        part_noisy(runs, train)
     if "sims" in args.parts:
         part_sims(runs, valid)
     if args.figure:
