@@ -13,13 +13,16 @@ sel2     a second selection from the training file: a spec-z success that depend
          and redshift (emission lines in the optical at 0.3 < z < 1.0) -> the validation file
 starts   the training file alone: three selections of half A (i < 23.5; the success selection;
          fewer red and faint galaxies) train, half B's photometry is the target and its redshifts
-         score; the default target_start ('auto', the candidate with the best held-out score)
-         against fixing the fine-tuned start or the pooled ensemble
+         score; the default target_start ('pooled') against 'auto' (the candidate with the best
+         held-out score) and the fine-tuned start
 full     the whole random training file (10,225) -> the validation file, from scratch
 noisy    another noise model: the training file re-observed by a shallower survey (flux errors x1.5
          in u and g, x2 in r and i, x3 in z and y, noise added to match; S/N < 1 a non-detection)
          while the simulations keep their own noise; half A's i < 23.5 rows train, half B's
          photometry is the target and its redshifts score
+cost     inform time with and without the target, everything inside one call (the pretraining on
+         the simulations included): DC2 training rows with i < 23.5, target = the validation
+         photometry, scored on the validation file; from scratch and from the simulations
 sims     models pretrained on the simulations alone, before and after the target options
          (noise from the target's error relation, weights toward it), scored on the DC2
          validation file and on a population of the package's template engine
@@ -42,6 +45,7 @@ COLUMNS = ["model", "seed", "start", "sigma68", "outliers", "beyond", "inside", 
 #: part "options": each target option away from its default (the defaults are the first row with target)
 OPTION_VARIANTS = {
     "+ target (defaults)": {},
+    "+ target (auto start)": dict(target_start="auto"),
     "+ target (fine-tuned start)": dict(target_start="pretrained"),
     "+ target, no weights": dict(target_weights=False),
     "+ target, no member spread": dict(target_member_spread=False),
@@ -52,9 +56,9 @@ OPTION_VARIANTS = {
 }
 
 
-#: parts sel, sel2 and starts: the default target_start ('auto') against fixing a candidate
-START_VARIANTS = (("pretrained + target (fine-tuned start)", dict(target_start="pretrained")),
-                  ("pretrained + target (pooled)", dict(target_start="pooled")))
+#: parts sel, sel2, starts and noisy: the default target_start ('pooled') against the others
+START_VARIANTS = (("pretrained + target (auto start)", dict(target_start="auto")),
+                  ("pretrained + target (fine-tuned start)", dict(target_start="pretrained")))
 
 
 class Runs:
@@ -222,12 +226,27 @@ def part_noisy(runs: Runs, train: dict) -> None:
     for seed in harness.int_list(runs.args.seeds):
         for name, kind, tgt, extra in (("scratch", "scratch", None, {}), ("pretrained", "pretrained", None, {}),
                                        ("pretrained + target", "pretrained", target, {}),
+                                       *((k, "pretrained", target, v) for k, v in START_VARIANTS),
                                        ("pretrained + target, simulation noise", "pretrained", target,
                                         dict(target_sim_noise=True))):
             if not runs.wanted(name):
                 continue
             model, sec = runs.train(table, seed, kind, tgt, **extra)
             runs.score("noisy", name, seed, model, test, table["redshift"], sec)
+
+
+def part_cost(runs: Runs, train: dict, valid: dict) -> None:
+    """Whole inform calls timed with and without the target: from scratch, and pretraining on the simulations."""
+    target = {k: v for k, v in valid.items() if k != "redshift"}
+    table = harness.subset(train, train["mag_i_lsst"] < 23.5)
+    seed = harness.int_list(runs.args.seeds)[0]
+    for name, sims, tgt in (("scratch", None, None), ("scratch + target", None, target),
+                            ("simulations", runs.sims(), None), ("simulations + target", runs.sims(), target)):
+        if not runs.wanted(name):
+            continue
+        with harness.timed() as t:
+            model = harness.deepz_inform(table, sims=sims, target=tgt, **dict(runs.options, seed=seed))
+        runs.score("cost", name, seed, model, valid, table["redshift"], t["wall_s"])
 
 
 def part_options(runs: Runs, train: dict) -> None:
@@ -278,6 +297,7 @@ def tables(runs: Runs) -> list[dict]:
         full="The whole random training file (10,225) -> validation file, from scratch",
         sims="Pretrained on the simulations alone, without and with a target",
         starts="Training file only: three selections of half A train, half B is the target; target_start",
+        cost="Whole inform calls (pretraining included) with and without the target: i < 23.5 -> validation file",
         noisy="Another noise model: the training file re-observed shallower (errors x1.5-3), i < 23.5 of half A "
               "-> half B",
     )
@@ -372,6 +392,8 @@ def main() -> None:
         part_options(runs, train)
     if "noisy" in args.parts:
         part_noisy(runs, train)
+    if "cost" in args.parts:
+        part_cost(runs, train, valid)
     if "sims" in args.parts:
         part_sims(runs, valid)
     if args.figure:

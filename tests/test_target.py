@@ -419,8 +419,10 @@ def test_target_start_trains_both_and_keeps_the_better(tiny, bright_and_target, 
     assert info["rule"] == "auto" and info["auto"] == info["chosen"]
     assert scores[info["chosen"]] >= max(scores.values()) - 1.0002e-3
     assert all(scores[k] < max(scores.values()) - 0.9998e-3 for k in order[:order.index(info["chosen"])])
-    pooled_info = models["pooled"]["meta"]["target"]["start"]
+    pooled_info = models["pooled"]["meta"]["target"]["start"]  # the default start
+    assert inform_options().target_start == "pooled" and pooled_info["rule"] == "pooled"
     assert pooled_info["chosen"] == "pooled" and pooled_info["log_score_pooled"] == info["log_score_pooled"]
+    assert pooled_info["auto"] == info["auto"]  # the scores, and so what 'auto' would keep, are recorded too
     assert all(0.0 <= info[f"outliers_{k}"] <= 1.0 for k in scores)
     n = models["pretrained"]["meta"]["n_members"]
     assert models["pooled"]["meta"]["n_members"] == 2 * n and models["scratch"]["meta"]["n_members"] == n

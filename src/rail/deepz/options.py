@@ -136,13 +136,14 @@ _TARGET = [
     Option("weight_clip", "float", 5.0, "with a target: largest covariate-shift weight; where the target is denser "
            "than this x the spec-z density, the spec-z sample covers it only in part (ancil 'coverage' < 1)",
            lo=1.0),
-    Option("target_start", "str", "auto", "with a target and sims or a pretrained model: the members are trained "
-           "from the pretrained weights and from scratch, and 'auto' keeps whichever of four candidates has the "
-           "highest mean log density at the spec-z galaxies' redshifts in held-out predictions weighted toward "
-           "the target: 'pretrained' (fine-tuned members), 'scratch', 'pooled' (both sets as one ensemble, each "
-           "PDF the equal mixture of the two), 'widened' (the fine-tuned PDFs widened by the two sets' "
-           "disagreement, its scale fitted on the held-out folds); naming one keeps it ('scratch' skips the "
-           "pretraining, 'pretrained' the second set)", choices=TARGET_STARTS),
+    Option("target_start", "str", "pooled", "with a target and sims or a pretrained model: the members are trained "
+           "from the pretrained weights and from scratch, and the model keeps one of four candidates: 'pooled' "
+           "(both sets as one ensemble, each PDF the equal mixture of the two sets' calibrated PDFs), 'pretrained' "
+           "(the fine-tuned members), 'scratch', 'widened' (the fine-tuned PDFs widened by the two sets' "
+           "disagreement, its scale fitted on the held-out folds); 'auto' keeps the one with the highest mean log "
+           "density at the spec-z galaxies' redshifts in held-out predictions weighted toward the target (blind "
+           "beyond the spec-z sample's coverage); 'scratch' skips the pretraining, 'pretrained' the second set",
+           choices=TARGET_STARTS),
     Option("target_fill", "bool", False, "with a target and sims: simulations weighted toward the target fill "
            "the part of it the spec-z sample does not cover, in fine-tuning and calibration (their share of "
            "each batch is that uncovered fraction; replaces finetune_sim_fraction)"),
