@@ -156,12 +156,13 @@ def _calibration(model: torch.nn.Module, x: torch.Tensor, z: np.ndarray, splits:
                  log: Callable[[str], None], weights: np.ndarray | None = None,
                  extra: tuple | None = None, coverage: np.ndarray | None = None,
                  score_weights: np.ndarray | None = None, fixed: Calibration | None = None,
-                 fit_groups_gap: bool = False) -> tuple[Calibration, dict]:
+                 fit_groups_gap: bool = False, predictions: tuple | None = None) -> tuple[Calibration, dict]:
     """The PDF calibration fitted on the held-out folds (identity plus recentring when ``calibrate`` is off).
 
     ``weights`` (N,) of the spec-z rows and ``extra`` (features, redshifts, weights of held-out
     simulated rows, and their coverage) make the PIT distribution that of a target population;
     ``coverage`` (N,) of the spec-z rows. ``fixed``: a calibration to score instead of fitting one.
+    ``predictions``: the model's (log_w, means, stds) of ``x``, when already computed.
     """
     recenter = opts.recenter if n_members > 1 else 0.0
     spread = coverage is not None and opts.target_member_spread
@@ -172,7 +173,7 @@ def _calibration(model: torch.nn.Module, x: torch.Tensor, z: np.ndarray, splits:
                                           weights=weights, extra=extra, coverage=coverage,
                                           spread_by_coverage=spread, score_weights=score_weights, fixed=fixed,
                                           ambiguity=opts.ambiguity_shrink if n_members > 1 and opts.calibrate else 0.0,
-                                          fit_groups_gap=fit_groups_gap)
+                                          fit_groups_gap=fit_groups_gap, predictions=predictions)
     if "cvm_after" in info:
         log(f"calibration {cal.to_dict()}: PIT CvM on held-out folds {info['cvm_before']:.3f} -> "
             f"{info['cvm_after']:.3f}")
@@ -255,12 +256,14 @@ def _train_candidate(data: TrainingData, n_real: int, parents: np.ndarray | None
 
 @dataclass
 class _Stacked:
-    """Both candidates' members as one network (fine-tuned first), their folds and scaled features."""
+    """Both candidates' members as one network (fine-tuned first), their folds, scaled features and
+    the network's predictions of them (shared by the widened and pooled calibrations)."""
 
     model: torch.nn.Module
     result: TrainResult
     splits: list
     x: torch.Tensor
+    predictions: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def _stacked(a: _Candidate, b: _Candidate, data: TrainingData, opts: Any, device: torch.device) -> _Stacked:
@@ -272,7 +275,7 @@ def _stacked(a: _Candidate, b: _Candidate, data: TrainingData, opts: Any, device
     result = TrainResult(best_val_loss=np.concatenate([a.result.best_val_loss, b.result.best_val_loss]),
                          best_epoch=np.concatenate([a.result.best_epoch, b.result.best_epoch]), history=a.result.history)
     x = torch.as_tensor((data.features - a.mean) / a.std, device=device)
-    return _Stacked(model, result, a.splits + b.splits, x)
+    return _Stacked(model, result, a.splits + b.splits, x, predict(model, x))
 
 
 def _pooled(a: _Candidate, b: _Candidate, both: _Stacked, z: np.ndarray, sim_data: TrainingData | None, opts: Any,
@@ -295,7 +298,7 @@ def _pooled(a: _Candidate, b: _Candidate, both: _Stacked, z: np.ndarray, sim_dat
     n_members = a.n_members + b.n_members
     cal, cal_info = _calibration(both.model, both.x, z, both.splits, n_members, opts, log, cal_weights, cal_extra,
                                  cal_coverage, score_weights=score_weights, fixed=fixed,
-                                 fit_groups_gap=widened and bool(opts.calibrate))
+                                 fit_groups_gap=widened and bool(opts.calibrate), predictions=both.predictions)
     return _Candidate(both.model, a.mean, a.std, a.arch, a.shift, a.fill, a.row_weights, cal, cal_info, both.result,
                       n_members, both.splits, a.cfg, a.transfer_info, a.augmentation)
 
@@ -419,7 +422,8 @@ def calibrate_out_of_fold(model: torch.nn.Module, x: torch.Tensor, z: np.ndarray
                           extra: tuple | None = None, coverage: np.ndarray | None = None,
                           spread_by_coverage: bool = False,
                           score_weights: np.ndarray | None = None, fixed: Calibration | None = None,
-                          ambiguity: float = 0.0, fit_groups_gap: bool = False) -> tuple[Calibration, dict]:
+                          ambiguity: float = 0.0, fit_groups_gap: bool = False,
+                          predictions: tuple | None = None) -> tuple[Calibration, dict]:
     """Fit the PDF calibration on out-of-fold predictions.
 
     Each training galaxy (scaled features ``x`` (N, F), redshift ``z`` (N,)) is predicted by the
@@ -435,9 +439,10 @@ def calibrate_out_of_fold(model: torch.nn.Module, x: torch.Tensor, z: np.ndarray
     (:func:`rail.deepz.calibration.fit_disagreement`); ``ambiguity``: the ``ambiguity`` term set
     on the fitted calibration before scoring. The summary adds the training galaxies' held-out
     scores (:func:`rail.deepz.calibration.held_out_scores`), weighted by ``score_weights`` (N,)
-    (default: ``weights``; equal when both are None).
+    (default: ``weights``; equal when both are None). ``predictions``: ``predict(model, x)``, when
+    already computed.
     """
-    log_w, means, stds = predict(model, x)  # (M, N, G)
+    log_w, means, stds = predict(model, x) if predictions is None else predictions  # (M, N, G)
     n = x.shape[0]
     n_splits = len(splits) // n_folds if n_folds > 1 else len(splits)
     holders = np.zeros((n_splits, n), dtype=np.int64)
