@@ -137,14 +137,17 @@ def selection_parts(runs: Runs, train: dict, valid: dict) -> None:
                 runs.score(part, name, seed, model, valid, table["redshift"], sec)
 
 
+def halves(table: dict) -> tuple[dict, dict, dict]:
+    """The table split in two at random (seed 0): half A, half B, and half B's photometry (the target)."""
+    n = len(table["redshift"])
+    perm = np.random.default_rng(0).permutation(n)
+    test = harness.subset(table, perm[n // 2 :])
+    return harness.subset(table, perm[: n // 2]), test, {k: v for k, v in test.items() if k != "redshift"}
+
+
 def part_starts(runs: Runs, train: dict) -> None:
     """The training file alone: three selections of half A train, half B is the target; each target_start."""
-    n = len(train["redshift"])
-    perm = np.random.default_rng(0).permutation(n)
-    a, b = perm[: n // 2], perm[n // 2 :]
-    half = harness.subset(train, a)
-    test = harness.subset(train, b)
-    target = {k: v for k, v in test.items() if k != "redshift"}
+    half, test, target = halves(train)
     selections = {"i < 23.5": half["mag_i_lsst"] < 23.5, "success": success_selection(half),
                   "red and faint fewer": colour_selection(half)}
     for label, keep in selections.items():
@@ -216,13 +219,8 @@ def shallower(table: dict, factors=SHALLOW_FACTORS, seed: int = 11) -> dict:
 
 def part_noisy(runs: Runs, train: dict) -> None:
     """Another noise model: the training file re-observed shallower; half A's i < 23.5 train, half B the target."""
-    noisy = shallower(train)
-    n = len(train["redshift"])
-    perm = np.random.default_rng(0).permutation(n)
-    a, b = perm[: n // 2], perm[n // 2 :]
-    table = harness.subset(noisy, a[noisy["mag_i_lsst"][a] < 23.5])
-    test = harness.subset(noisy, b)
-    target = {k: v for k, v in test.items() if k != "redshift"}
+    half, test, target = halves(shallower(train))
+    table = harness.subset(half, half["mag_i_lsst"] < 23.5)
     for seed in harness.int_list(runs.args.seeds):
         for name, kind, tgt, extra in (("scratch", "scratch", None, {}), ("pretrained", "pretrained", None, {}),
                                        ("pretrained + target", "pretrained", target, {}),
@@ -251,12 +249,8 @@ def part_cost(runs: Runs, train: dict, valid: dict) -> None:
 
 def part_options(runs: Runs, train: dict) -> None:
     """The training file alone: half A's bright rows train, half B is the target; every option's effect."""
-    n = len(train["redshift"])
-    perm = np.random.default_rng(0).permutation(n)
-    a, b = perm[: n // 2], perm[n // 2 :]
-    table = harness.subset(train, a[train["mag_i_lsst"][a] < 23.5])
-    test = harness.subset(train, b)
-    target = {k: v for k, v in test.items() if k != "redshift"}
+    half, test, target = halves(train)
+    table = harness.subset(half, half["mag_i_lsst"] < 23.5)
     for seed in harness.int_list(runs.args.seeds):
         for name, kind, tgt, extra in [("scratch", "scratch", None, {}), ("scratch + target", "scratch", target, {}),
                                        ("scratch + target, target autoencoder", "scratch", target,
