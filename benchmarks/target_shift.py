@@ -61,6 +61,12 @@ START_VARIANTS = (("pretrained + target (auto start)", dict(target_start="auto")
                   ("pretrained + target (fine-tuned start)", dict(target_start="pretrained")))
 
 
+def start_variants(target: dict) -> tuple:
+    """Pretrained + target with the default target_start, then each of START_VARIANTS."""
+    return (("pretrained + target", "pretrained", target, {}),
+            *((name, "pretrained", target, extra) for name, extra in START_VARIANTS))
+
+
 class Runs:
     """Simulations and pretrained models (made once per seed), trainings and their score rows."""
 
@@ -101,6 +107,13 @@ class Runs:
             model = harness.deepz_inform(table, target=target, **kw)
         return model, t["wall_s"]
 
+    def run(self, part: str, variants, table: dict, test: dict, seed: int, label: str = "") -> None:
+        """Train and score each wanted (name, kind, target, extra options) of ``variants`` on ``table``."""
+        for name, kind, target, extra in variants:
+            if self.wanted(name):
+                model, sec = self.train(table, seed, kind, target, **extra)
+                self.score(part, label + name, seed, model, test, table["redshift"], sec)
+
     def score(self, part: str, name: str, seed: int, model: dict, test: dict, z_train: np.ndarray,
               seconds: float) -> None:
         from rail.deepz.metrics import photoz_scores
@@ -126,15 +139,10 @@ def selection_parts(runs: Runs, train: dict, valid: dict) -> None:
     selections = {"sel": train["mag_i_lsst"] < 23.5, "sel2": success_selection(train)}
     for part in [p for p in ("sel", "sel2") if p in runs.args.parts]:
         table = harness.subset(train, selections[part])
+        variants = (("scratch", "scratch", None, {}), ("scratch + target", "scratch", target, {}),
+                    ("pretrained", "pretrained", None, {}), *start_variants(target))
         for seed in harness.int_list(runs.args.seeds):
-            for name, kind, tgt, extra in (("scratch", "scratch", None, {}), ("scratch + target", "scratch", target, {}),
-                                           ("pretrained", "pretrained", None, {}),
-                                           ("pretrained + target", "pretrained", target, {}),
-                                           *((k, "pretrained", target, v) for k, v in START_VARIANTS)):
-                if not runs.wanted(name):
-                    continue
-                model, sec = runs.train(table, seed, kind, tgt, **extra)
-                runs.score(part, name, seed, model, valid, table["redshift"], sec)
+            runs.run(part, variants, table, valid, seed)
 
 
 def halves(table: dict) -> tuple[dict, dict, dict]:
@@ -153,12 +161,7 @@ def part_starts(runs: Runs, train: dict) -> None:
     for label, keep in selections.items():
         table = harness.subset(half, keep)
         for seed in harness.int_list(runs.args.seeds):
-            for name, kind, tgt, extra in (("pretrained + target", "pretrained", target, {}),
-                                           *((k, "pretrained", target, v) for k, v in START_VARIANTS)):
-                if not runs.wanted(name):
-                    continue
-                model, sec = runs.train(table, seed, kind, tgt, **extra)
-                runs.score("starts", f"{label}: {name}", seed, model, test, table["redshift"], sec)
+            runs.run("starts", start_variants(target), table, test, seed, label=f"{label}: ")
 
 
 def colour_selection(train: dict) -> np.ndarray:
@@ -188,7 +191,6 @@ def part_full(runs: Runs, train: dict, valid: dict) -> None:
 
 #: part "noisy": flux-error factors of the shallower survey, per band (u, g, r, i, z, y)
 SHALLOW_FACTORS = (1.5, 1.5, 2.0, 2.0, 3.0, 3.0)
-_ZP = 31.4  # AB zero point of the flux unit used in the re-observation (only ratios matter)
 
 
 def shallower(table: dict, factors=SHALLOW_FACTORS, seed: int = 11) -> dict:
@@ -199,21 +201,20 @@ def shallower(table: dict, factors=SHALLOW_FACTORS, seed: int = 11) -> dict:
     column holding the 1-sigma limiting magnitude, the DC2 convention). Old non-detections start from
     zero flux.
     """
+    from rail.deepz.simulation.constants import AB_ZEROPOINT_NJY, MAG_ERR_FACTOR
+    from rail.deepz.simulation.noise import fluxes_to_mags
+
     rng = np.random.default_rng(seed)
     out = dict(table)
     for band, k in zip("ugrizy", factors):
         mag = np.asarray(table[f"mag_{band}_lsst"], dtype=np.float64)
         err = np.asarray(table[f"mag_err_{band}_lsst"], dtype=np.float64)
         det = mag < 90
-        flux = np.where(det, 10 ** (-0.4 * (mag - _ZP)), 0.0)
-        sigma = np.where(det, flux * err * np.log(10) / 2.5, 10 ** (-0.4 * (err - _ZP)))
+        flux = np.where(det, 10 ** (-0.4 * (mag - AB_ZEROPOINT_NJY)), 0.0)  # nJy
+        sigma = np.where(det, flux * err / MAG_ERR_FACTOR, 10 ** (-0.4 * (err - AB_ZEROPOINT_NJY)))
         new = flux + rng.normal(size=flux.size) * np.sqrt(k * k - 1.0) * sigma
-        new_sigma = k * sigma
-        seen = new > new_sigma
-        safe = np.where(seen, new, 1.0)
-        out[f"mag_{band}_lsst"] = np.where(seen, -2.5 * np.log10(safe) + _ZP, 99.0).astype(np.float32)
-        out[f"mag_err_{band}_lsst"] = np.where(seen, 2.5 / np.log(10) * new_sigma / safe,
-                                               -2.5 * np.log10(new_sigma) + _ZP).astype(np.float32)
+        mags, errs = fluxes_to_mags(new, k * sigma)  # S/N < 1: 99 and the 1-sigma limit
+        out[f"mag_{band}_lsst"], out[f"mag_err_{band}_lsst"] = mags.astype(np.float32), errs.astype(np.float32)
     return out
 
 
@@ -221,16 +222,10 @@ def part_noisy(runs: Runs, train: dict) -> None:
     """Another noise model: the training file re-observed shallower; half A's i < 23.5 train, half B the target."""
     half, test, target = halves(shallower(train))
     table = harness.subset(half, half["mag_i_lsst"] < 23.5)
+    variants = (("scratch", "scratch", None, {}), ("pretrained", "pretrained", None, {}), *start_variants(target),
+                ("pretrained + target, simulation noise", "pretrained", target, dict(target_sim_noise=True)))
     for seed in harness.int_list(runs.args.seeds):
-        for name, kind, tgt, extra in (("scratch", "scratch", None, {}), ("pretrained", "pretrained", None, {}),
-                                       ("pretrained + target", "pretrained", target, {}),
-                                       *((k, "pretrained", target, v) for k, v in START_VARIANTS),
-                                       ("pretrained + target, simulation noise", "pretrained", target,
-                                        dict(target_sim_noise=True))):
-            if not runs.wanted(name):
-                continue
-            model, sec = runs.train(table, seed, kind, tgt, **extra)
-            runs.score("noisy", name, seed, model, test, table["redshift"], sec)
+        runs.run("noisy", variants, table, test, seed)
 
 
 def part_cost(runs: Runs, train: dict, valid: dict) -> None:
@@ -251,16 +246,12 @@ def part_options(runs: Runs, train: dict) -> None:
     """The training file alone: half A's bright rows train, half B is the target; every option's effect."""
     half, test, target = halves(train)
     table = harness.subset(half, half["mag_i_lsst"] < 23.5)
+    variants = (("scratch", "scratch", None, {}), ("scratch + target", "scratch", target, {}),
+                ("scratch + target, target autoencoder", "scratch", target, dict(target_autoencoder=True)),
+                ("pretrained", "pretrained", None, {}),
+                *((f"pretrained {k}", "pretrained", target, v) for k, v in OPTION_VARIANTS.items()))
     for seed in harness.int_list(runs.args.seeds):
-        for name, kind, tgt, extra in [("scratch", "scratch", None, {}), ("scratch + target", "scratch", target, {}),
-                                       ("scratch + target, target autoencoder", "scratch", target,
-                                        dict(target_autoencoder=True)),
-                                       ("pretrained", "pretrained", None, {})] + \
-                [(f"pretrained {k}", "pretrained", target, v) for k, v in OPTION_VARIANTS.items()]:
-            if not runs.wanted(name):
-                continue
-            model, sec = runs.train(table, seed, kind, tgt, **extra)
-            runs.score("options", name, seed, model, test, table["redshift"], sec)
+        runs.run("options", variants, table, test, seed)
 
 
 def part_sims(runs: Runs, valid: dict) -> None:
