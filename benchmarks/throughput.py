@@ -50,7 +50,7 @@ def train_target_model(path: str, threads: int, n_sims: int) -> str:
     from rail.deepz.model_io import save_model
 
     sims = DeepzSimCreator.make_stage(name="sims_throughput", model="none", n_samples=n_sims, seed=1,
-                                      hdf5_groupname="").sample(n_sims, 1).data
+                                      hdf5_groupname="", output_mode="return").sample(n_sims, 1).data
     valid = harness.read_table(harness.dc2_paths()[1])
     target = {k: v for k, v in valid.items() if k != "redshift"}
     model = harness.deepz_inform(harness.read_table(harness.dc2_paths()[0]), sims=sims, target=target,
