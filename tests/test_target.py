@@ -173,8 +173,13 @@ def test_target_errors_name_the_input(tiny, bright_and_target):
     with pytest.raises(KeyError, match="input 'target'.*mag_g_lsst"):
         inf.inform(spec, target=broken)
     dark = dict(target, mag_i_lsst=np.full(len(target["mag_i_lsst"]), np.nan))
-    with pytest.raises(ValueError, match="'mag_i_lsst' has no usable detection in input 'target'"):
+    with pytest.raises(ValueError, match="'mag_i_lsst' has no usable detection in input 'target'.*"
+                       "reference band .option 'ref_band'. must be detected"):
         inf.inform(spec, target=dark)
+    in_njy = dict(target, mag_r_lsst=10 ** (-0.4 * (np.asarray(target["mag_r_lsst"]) - 31.4)) + 1e4)
+    with pytest.raises(ValueError, match="'mag_r_lsst' has no usable detection in input 'target'.*outside the "
+                       "magnitude range.*are they fluxes.*remove the band from 'bands'"):
+        inf.inform(spec, target=in_njy)
     with pytest.raises(FileNotFoundError, match="input 'target': file 'nowhere.hdf5'"):
         inf.inform(spec, target="nowhere.hdf5")
 
@@ -450,3 +455,57 @@ def test_target_start_trains_both_and_keeps_the_better(tiny, bright_and_target, 
     assert std["widened"] >= std["pretrained"]
     with pytest.raises(ValueError, match="target_start"):
         inform_options(tiny(target_start="best"))
+
+
+def test_a_target_unlike_the_spec_sample_warns():
+    """Weights resting on a handful of galaxies (e.g. the target in another magnitude system) are a warning."""
+    from rail.deepz.target_training import fit_shift
+    from rail.deepz.training_data import TrainingData
+
+    rng = np.random.default_rng(3)
+    opts = inform_options(dict(seed=1))
+
+    def shift_log(offset: float) -> list[str]:
+        x_spec, x_target = rng.normal(size=(600, 3)), rng.normal(size=(3000, 3)) + offset
+        data = TrainingData(x_spec, np.zeros((600, 2)), np.ones((600, 2)), rng.random(600), 0, 0)
+        target = TrainingData(x_target, np.zeros((3000, 2)), np.ones((3000, 2)), None, 0, 0)
+        messages: list[str] = []
+        fit_shift(data, 600, None, target, np.zeros(3), np.ones(3), False, opts, messages.append)
+        return messages
+
+    assert not [m for m in shift_log(0.3) if m.startswith("warning:")]
+    warned = [m for m in shift_log(4.0) if m.startswith("warning:")]
+    assert len(warned) == 1 and "effective" in warned[0] and "magnitude system" in warned[0]
+
+
+def test_informer_warnings_reach_the_log_at_warning_level():
+    calls = []
+
+    class Log:
+        def info(self, msg):
+            calls.append(("info", msg))
+
+        def warning(self, msg):
+            calls.append(("warning", msg))
+
+    stage = DeepzInformer.make_stage(name="inf_log_levels")
+    stage.log = Log()
+    stage._progress("target: 3000 galaxies")
+    stage._progress("warning: input 'target' has only 50 usable rows")
+    assert calls == [("info", "target: 3000 galaxies"),
+                     ("warning", "warning: input 'target' has only 50 usable rows")]
+
+
+@pytest.mark.parametrize("tag", ["target", "sims"])
+def test_an_alias_for_an_input_the_informer_lacks_is_an_error(tag):
+    """ceci would drop the data of such an alias without a word (the model trained without it)."""
+    with pytest.raises(ValueError, match=f"alias '{tag}: input_test' names an input that DeepzInformer does not "
+                       f"have.*input '{tag}' belongs to"):
+        DeepzInformer.make_stage(name=f"inf_alias_{tag}", aliases={tag: "input_test"})
+    with pytest.raises(ValueError, match="DeepzInformer does not have"):
+        DeepzInformer.generate_command({"input": "a.hdf5", "input_test": "b.hdf5"}, "c.yml", {"model": "m.pkl"},
+                                       {tag: "input_test"}, "inform_deepz")
+    inputs = {"input": "a.hdf5", "sims": "s.hdf5", "target": "t.hdf5", "input_test": "b.hdf5"}
+    command = DeepzTargetTransferInformer.generate_command(inputs, "c.yml", {"model": "m.pkl"}, {tag: "input_test"},
+                                                           "inform_deepz")
+    assert f"--{tag}=b.hdf5" in command

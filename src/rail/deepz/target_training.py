@@ -60,6 +60,7 @@ def sims_with_target_noise(sims: Mapping, target: Mapping, opts: Any, log: Calla
                                nonobserved_val=opts.nonobserved_val)
 
 
+_FEW_EFFECTIVE = 0.1  # below this fraction of the spec-z rows as effective sample, the weights warn
 _FILL_MIN = 0.005  # below this uncovered target fraction the simulations are not mixed in
 _FILL_MAX = 0.9  # largest simulation share of a fine-tuning batch
 _FILL_CALIBRATION_ROWS = 5000  # simulated rows held out of fine-tuning for the calibration
@@ -159,9 +160,15 @@ def fit_shift(data: TrainingData, n_real: int, sim_data: TrainingData | None, ta
             shift = replace(shift, spec_weights=clipped_weights(log_r, opts.weight_clip),
                             spec_coverage=np.concatenate([shift.spec_coverage, shift.coverage(x[n_real:])]))
     w = shift.spec_weights
+    n_eff = effective_sample_size(w)
     log(f"target: {x_target.shape[0]} galaxies; spec-z weights {w.min():.2f}-{w.max():.2f} "
-        f"(effective sample {effective_sample_size(w):.0f} of {w.size}); "
+        f"(effective sample {n_eff:.0f} of {w.size}); "
         f"{100 * shift.uncovered:.1f}% of the target beyond the spec-z sample's coverage")
+    if n_eff < _FEW_EFFECTIVE * w.size:
+        log(f"warning: the target's photometry hardly overlaps the training table's: the covariate-shift weights "
+            f"rest on an effective {n_eff:.0f} of {w.size} spec-z galaxies. Check that both tables use the same "
+            "columns, magnitude system and non-detection values; if the difference is real, "
+            "target_weights=False trains on every galaxy")
     fill = None
     if opts.target_fill and sim_data is not None and fine_tuning and shift.uncovered > _FILL_MIN:
         with record_function("deepz.target_shift"):

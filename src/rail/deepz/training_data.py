@@ -10,7 +10,8 @@ import torch
 
 from . import features as feat
 from .augmentation import Augmentation, BatchInputs
-from .inputs import STATUS_OK, FluxTable, read_column, read_flux_table, uses_exposures
+from .inputs import (MAX_MAGNITUDE, MIN_MAGNITUDE, NONDETECT_THRESHOLD, STATUS_OK, FluxTable, read_column,
+                     read_flux_table, uses_exposures)
 
 __all__ = ["TrainingData", "prepare_training_data", "augmentation", "batch_inputs"]
 
@@ -36,6 +37,26 @@ class TrainingData:
         return self.fluxes is not None and self.fluxes.exposures
 
 
+def _no_detection_message(table: Mapping, band: str, opts: Any, source: str, exposures: bool) -> str:
+    """Why column ``band`` of ``table`` has no usable detection, and what to do about it."""
+    why = "all values are NaN, missing or non-detections"
+    if not exposures and opts.photometry == "magnitudes" and band in table:
+        values = read_column(table, band)
+        finite = np.isfinite(values)
+        outside = finite & ((values > MAX_MAGNITUDE) | (values < MIN_MAGNITUDE))
+        if outside.any():
+            why = (f"{int(outside.sum())} of {values.size} values lie outside the magnitude range "
+                   f"[{MIN_MAGNITUDE:g}, {MAX_MAGNITUDE:g}] (median {np.median(values[finite]):.4g}): are they fluxes? "
+                   "option 'photometry' is 'magnitudes'")
+        elif finite.any() and (values[finite] >= NONDETECT_THRESHOLD).all():
+            why = f"every value is a non-detection (>= {NONDETECT_THRESHOLD:g})"
+    if band == opts.ref_band:
+        todo = "the reference band (option 'ref_band') must be detected: fix the data or choose another 'ref_band'"
+    else:
+        todo = "fix the data or remove the band from 'bands' / 'err_bands'"
+    return f"column '{band}' has no usable detection in {source} ({why}): {todo}"
+
+
 def prepare_training_data(table: Mapping, opts: Any, need_redshift: bool = True,
                           source: str = "the training table") -> TrainingData:
     """Read, convert and clean a training table; raise a clear error if it cannot be used.
@@ -57,10 +78,7 @@ def prepare_training_data(table: Mapping, opts: Any, need_redshift: bool = True,
         raise type(exc)(f"{source}: {exc.args[0] if exc.args else exc}") from None
     for j, band in enumerate(opts.bands):
         if not (phot.status[:, j] == STATUS_OK).any():
-            raise ValueError(
-                f"column '{band}' has no usable detection in {source} (all values are NaN, "
-                "missing or non-detections): remove it from 'bands'/'err_bands' or fix the data"
-            )
+            raise ValueError(_no_detection_message(table, band, opts, source, exposures))
     x, ratios, ratio_err, bad_ref = feat.flux_features(phot, opts.bands.index(opts.ref_band))
     keep = ~bad_ref
     z = None

@@ -65,6 +65,21 @@ class _InputFilesChecked:
         return handle
 
 
+#: data inputs that change what an informer does, and the classes that have them
+_DATA_INPUTS = {"sims": "DeepzTransferInformer or DeepzTargetTransferInformer",
+                "target": "DeepzTargetInformer or DeepzTargetTransferInformer"}
+
+
+def _check_aliases(cls: type, aliases: Any, instance_name: Any) -> None:
+    """A pipeline alias for a data input ``cls`` lacks: an error (ceci would drop the data silently)."""
+    tags = [t for t, _ in cls.inputs_()]  # type: ignore[attr-defined]
+    for tag, alias in (aliases or {}).items():
+        if tag in _DATA_INPUTS and tag not in tags:
+            raise ValueError(f"{instance_name or cls.name}: alias '{tag}: {alias}' names an input that "
+                             f"{cls.name} does not have (inputs {tags}): input '{tag}' belongs to "
+                             f"{_DATA_INPUTS[tag]}")
+
+
 class DeepzInformer(CheckedOptions, _InputFilesChecked, CatInformer):
     """Train a Deepz ensemble (mixture density networks + autoencoder) on a spectroscopic table.
 
@@ -83,6 +98,7 @@ class DeepzInformer(CheckedOptions, _InputFilesChecked, CatInformer):
 
     def __init__(self, args: Any, **kwargs: Any) -> None:
         super().__init__(args, **kwargs)
+        _check_aliases(type(self), self.get_aliases(), self.instance_name)
         self._sims_data: Any = None
         self._pretrained_data: Any = None
         self._target_data: Any = None
@@ -115,6 +131,16 @@ class DeepzInformer(CheckedOptions, _InputFilesChecked, CatInformer):
             return super().inform(training_data, **kwargs)
         finally:
             self._sims_data, self._pretrained_data, self._target_data = None, None, None
+
+    @classmethod
+    def generate_command(cls, inputs: Any, config: Any, outputs: Any, aliases: Any = None,
+                         instance_name: Any = None) -> Any:
+        _check_aliases(cls, aliases, instance_name)  # ceci pipelines build each stage's command here
+        return super().generate_command(inputs, config, outputs, aliases, instance_name)
+
+    def _progress(self, msg: str) -> None:
+        """Training messages to the stage's log; those starting 'warning:' at warning level."""
+        (self.log.warning if msg[:8].lower() == "warning:" else self.log.info)(msg)
 
     def inform_options(self) -> Any:
         """The stage's options as a checked :class:`rail.deepz.options.InformOptions`."""
@@ -184,7 +210,7 @@ class DeepzInformer(CheckedOptions, _InputFilesChecked, CatInformer):
         resolve_device(opts.device)
         data = _select_group(self.get_data("input"), self.config.hdf5_groupname, self.name)
         set_num_threads(self.config.num_threads)
-        log = lambda msg: self.log.info(msg)  # noqa: E731
+        log = self._progress
         sims = self._sims()
         folder = self.checkpoint_folder()
         tag = f".rank{self.rank}" if self.size > 1 else ""
