@@ -244,3 +244,19 @@ def test_nprocess_reaches_the_deepz_inform_and_estimate_stages(tmp_path):
     assert stages["estimate_deepz"]["nprocess"] == 2 and stages["inform_deepz"]["nprocess"] == 2
     assert stages["simulate_deepz"]["nprocess"] == 1
     assert _read_yaml(yml)["site"]["max_threads"] == 4
+
+
+def test_write_target_connects_the_test_photometry(tmp_path):
+    """write --target: the informer trains toward input_test (its photometry; the estimator reads the same file)."""
+    from rail.pipelines.estimation.deepz_pipeline import main
+
+    main(["write", "deepz", str(tmp_path / "t.yml"), "--target", "--small"])
+    stages = {st["name"]: st for st in _read_yaml(str(tmp_path / "t.yml"))["stages"]}
+    inform = stages["inform_deepz"]
+    assert inform["classname"] == "DeepzTargetTransferInformer"
+    assert inform["aliases"]["target"] == stages["estimate_deepz"]["aliases"]["input"] == "input_test"
+    plain = {st["name"]: st for st in _read_yaml(write_pipeline("DeepzPipeline", str(tmp_path / "p.yml"))[0])["stages"]}
+    assert plain["inform_deepz"]["classname"] == "DeepzTransferInformer"
+    assert "target" not in plain["inform_deepz"]["aliases"]
+    with pytest.raises(SystemExit, match="deepz pipeline only"):
+        main(["write", "comparison", str(tmp_path / "c.yml"), "--target"])

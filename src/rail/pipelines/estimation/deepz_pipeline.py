@@ -24,7 +24,7 @@ import yaml
 from rail.core.stage import RailPipeline
 
 from rail.creation.engines.deepz_sims import DeepzSimCreator
-from rail.estimation.algos.deepz import DeepzEstimator, DeepzInformer, DeepzTransferInformer
+from rail.estimation.algos.deepz import DeepzEstimator, DeepzInformer, DeepzTargetTransferInformer, DeepzTransferInformer
 from rail.evaluation.deepz_evaluator import DeepzEvaluator
 
 __all__ = [
@@ -133,6 +133,9 @@ class DeepzPipeline(RailPipeline):
     nprocess : int
         MPI ranks of the inform (ensemble members spread over ranks) and estimate (chunks spread
         over ranks) stages; ceci launches them with the site's ``mpi_command``.
+    target : bool
+        Train toward the test file's photometry: ``inform_deepz`` is a DeepzTargetTransferInformer
+        whose ``target`` is ``input_test`` (documentation page "Training toward the target").
     """
 
     #: write_pipeline's default output and log folders
@@ -142,14 +145,17 @@ class DeepzPipeline(RailPipeline):
                                               model_simulate_deepz="none")
 
     def __init__(self, n_sims: int = 50_000, seed: int = 87, device: str = "auto", threads: int = 1,
-                 nprocess: int = 1) -> None:
+                 nprocess: int = 1, target: bool = False) -> None:
         RailPipeline.__init__(self)
         self.simulate_deepz = DeepzSimCreator.build(
             aliases=dict(model="model_simulate_deepz", output="output_simulate_deepz"),
             n_samples=int(n_sims), seed=int(seed), engine="ssp", noise_model="depth", hdf5_groupname=GROUP,
         )
-        self.inform_deepz = DeepzTransferInformer.build(
-            aliases=dict(input="input_train", model="model_inform_deepz"),
+        informer, aliases = DeepzTransferInformer, dict(input="input_train", model="model_inform_deepz")
+        if target:
+            informer, aliases = DeepzTargetTransferInformer, dict(aliases, target="input_test")
+        self.inform_deepz = informer.build(
+            aliases=aliases,
             connections=dict(sims=self.simulate_deepz.io.output),
             hdf5_groupname=GROUP, sims_groupname=GROUP, seed=int(seed), device=device,
         )
@@ -357,6 +363,8 @@ def main(argv: list[str] | None = None) -> None:
                         "dedicated machine with free cores")
     w.add_argument("--nprocess", type=int, default=1, help="MPI ranks of the Deepz inform and estimate stages")
     w.add_argument("--n-sims", type=int, default=50_000, help="DeepzPipeline: simulated galaxies")
+    w.add_argument("--target", action="store_true",
+                   help="DeepzPipeline: train toward the test file's photometry (DeepzTargetTransferInformer)")
     w.add_argument("--small", action="store_true", help="quick settings (SMALL_SETTINGS: tests, demos)")
     d = sub.add_parser("link-data", help="symlink the DC2 test files into a folder (default data/)")
     d.add_argument("folder", nargs="?", default="data")
@@ -372,7 +380,9 @@ def main(argv: list[str] | None = None) -> None:
         inputs["input_test"] = args.test
     kwargs: dict[str, Any] = dict(device=args.device, threads=args.threads, nprocess=args.nprocess)
     if args.pipeline == "deepz":
-        kwargs["n_sims"] = args.n_sims
+        kwargs.update(n_sims=args.n_sims, target=args.target)
+    elif args.target:
+        raise SystemExit("--target applies to the deepz pipeline only")
     name = "DeepzPipeline" if args.pipeline == "deepz" else "DeepzComparisonPipeline"
     paths = write_pipeline(name, args.yml, inputs, args.output_dir, args.log_dir,
                            SMALL_SETTINGS if args.small else None, max(2, args.nprocess * args.threads), **kwargs)
