@@ -138,3 +138,30 @@ def test_groups_keep_the_disagreement_between_member_groups():
         apply_calibration(log_w, means, stds, Calibration(disagreement=0.5))
     with pytest.raises(ValueError, match="3 per-group values for 2 groups"):
         apply_calibration(log_w, means, stds, Calibration(groups=2, std_scale=[1.0, 1.0, 1.0]))
+
+
+def test_width_scale_by_coverage_keeps_the_network_widths_beyond_the_spec_sample():
+    """scale_by_coverage: widths x std_scale^coverage (per group); without coverage the plain scale."""
+    log_w, means, stds, _ = _too_wide_with_a_spurious_peak(n=3)
+    cal = Calibration(std_scale=0.5, shift=0.2, scale_by_coverage=True)
+    assert cal.uses_coverage and cal.to_dict()["scale_by_coverage"] is True
+    assert "scale_by_coverage" not in Calibration(std_scale=0.5).to_dict()
+    coverage = torch.tensor([1.0, 0.5, 0.0], dtype=torch.float64)
+    _, mu, sd = apply_calibration(log_w, means, stds, cal, coverage)
+    torch.testing.assert_close(sd[0, :, 0], 0.075 * torch.tensor([0.5, 0.5**0.5, 1.0], dtype=torch.float64))
+    torch.testing.assert_close(mu - means, 0.2 * stds)  # the shift is not scaled by coverage (unscaled widths)
+    _, _, plain = apply_calibration(log_w, means, stds, cal)  # no coverage: coverage 1 everywhere
+    torch.testing.assert_close(plain, 0.5 * stds)
+    grouped = Calibration(groups=2, std_scale=[0.5, 0.8], scale_by_coverage=True)
+    two = (torch.cat([t, t]) for t in (log_w, means, stds))
+    _, _, sd = apply_calibration(*two, grouped, coverage)
+    torch.testing.assert_close(sd[:, 1, 0], 0.075 * torch.tensor([0.5, 0.8], dtype=torch.float64) ** 0.5)
+
+
+def test_fit_with_scale_by_coverage_records_it_only_with_coverage():
+    log_w, means, stds, z = _too_wide_with_a_spurious_peak()
+    cal, _ = fit_calibration(log_w, means, stds, z, recenter=0.0, scale_by_coverage=True)
+    assert not cal.scale_by_coverage  # no coverage given: nothing to scale by
+    cal, info = fit_calibration(log_w, means, stds, z, recenter=0.0, coverage=np.ones(z.numel()),
+                                scale_by_coverage=True)
+    assert cal.scale_by_coverage and cal.std_scale < 0.9 and info["cvm_after"] < 0.5 * info["cvm_before"]

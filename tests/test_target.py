@@ -131,6 +131,7 @@ def test_informer_with_target_weights_calibrates_and_reports_coverage(tiny, brig
     info = model["meta"]["target"]
     assert info["n_target"] == 3000 and info["weights"] and 0.5 < info["uncovered"] < 0.95
     assert any(k.startswith("coverage/") for k in model["arrays"])
+    assert model["meta"]["calibration"]["scale_by_coverage"] is True  # target_width_by_coverage (default)
     path = str(tmp_path / "m.pkl")
     save_model(model, path)
     est = DeepzEstimator.make_stage(name="est_target", model=load_model(path), hdf5_groupname="",
@@ -144,6 +145,7 @@ def test_informer_with_target_weights_calibrates_and_reports_coverage(tiny, brig
     plain = DeepzInformer.make_stage(name="inf_plain", hdf5_groupname="", output_mode="return", checkpoint_dir="",
                                      **tiny())
     plain.inform(spec)
+    assert "scale_by_coverage" not in plain.get_data("model")["meta"]["calibration"]
     est2 = DeepzEstimator.make_stage(name="est_plain", model=plain.get_data("model"), hdf5_groupname="",
                                      output_mode="return")
     assert np.isnan(np.asarray(est2.estimate(test).data.ancil["coverage"])).all()

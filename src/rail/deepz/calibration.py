@@ -41,6 +41,10 @@ class Calibration:
     # recentring and ambiguity narrowing act in proportion to the coverage: members' disagreement
     # is kept where the spec-z sample did not constrain them
     spread_by_coverage: bool = False
+    # the width scale acts in proportion to the coverage (a galaxy of coverage c has its widths
+    # scaled by std_scale^c): fitted on the spec-z galaxies, it describes how sharp the networks are
+    # where they were trained, and beyond the spec-z sample the networks' own widths are kept
+    scale_by_coverage: bool = False
     # pooled ensembles (target_start): the members form this many equal contiguous groups (e.g.
     # fine-tuned, from scratch); recentring and ambiguity narrowing act within each group, so the
     # pooled PDF keeps the groups' disagreement, and weight_power, std_scale and shift may be lists
@@ -57,6 +61,8 @@ class Calibration:
             del out["uncovered_scale"], out["uncovered_shift"]
         if not self.spread_by_coverage:
             del out["spread_by_coverage"]
+        if not self.scale_by_coverage:
+            del out["scale_by_coverage"]
         if self.groups == 1:
             del out["groups"]
         if self.disagreement == 0.0:
@@ -65,7 +71,8 @@ class Calibration:
 
     @property
     def uses_coverage(self) -> bool:
-        return self.spread_by_coverage or self.uncovered_scale != 1.0 or self.uncovered_shift != 0.0
+        return (self.spread_by_coverage or self.scale_by_coverage or self.uncovered_scale != 1.0
+                or self.uncovered_shift != 0.0)
 
     def output_members(self, n_members: int) -> int:
         """How many of ``n_members`` networks' mixtures the calibrated PDF holds."""
@@ -79,8 +86,8 @@ def apply_calibration(
     """Calibrate per-member mixtures (M, N, G); returns (log_w, means, stds) of the same shape
     ((M / 2, N, G) with the ``disagreement`` term: the first group's members).
 
-    ``coverage`` (N,): the galaxies' coverage, used by the ``uncovered_*`` terms and
-    ``spread_by_coverage`` (1 when None).
+    ``coverage`` (N,): the galaxies' coverage, used by the ``uncovered_*`` terms,
+    ``spread_by_coverage`` and ``scale_by_coverage`` (1 when None).
     """
     n_members = means.shape[0]
     if n_members % cal.groups:
@@ -113,7 +120,11 @@ def apply_calibration(
     if not isinstance(shift, float) or shift != 0.0:
         means = means + shift * stds
     if not isinstance(scale, float) or scale != 1.0:
-        stds = stds * scale
+        if coverage is not None and cal.scale_by_coverage:
+            c = coverage.to(stds.dtype).clamp(0.0, 1.0).reshape(1, -1, 1)  # (1, N, 1)
+            stds = stds * torch.as_tensor(scale, dtype=stds.dtype, device=stds.device) ** c
+        else:
+            stds = stds * scale
     if coverage is not None and (cal.uncovered_scale != 1.0 or cal.uncovered_shift != 0.0):
         u = (1.0 - coverage.to(stds.dtype).clamp(0.0, 1.0)).reshape(1, -1, 1)  # (1, N, 1)
         means = means + cal.uncovered_shift * u * stds
@@ -197,13 +208,15 @@ def fit_calibration(
     coverage: np.ndarray | None = None,
     spread_by_coverage: bool = False,
     fit_uncovered: bool = False,
+    scale_by_coverage: bool = False,
 ) -> tuple[Calibration, dict]:
     """Fit ``std_scale`` and ``shift`` (and ``weight_power`` when ``fit_power``) on held-out predictions.
 
     ``log_w, means, stds`` (S, N, G): for each of N galaxies the S members that did not train
     on it; z (N,) the true redshifts; ``weights`` (N,) optional weights of the galaxies in the PIT
     distribution (e.g. toward a target population); ``coverage`` (N,) the galaxies' coverage, for
-    ``spread_by_coverage`` (kept in the result) and, with ``fit_uncovered`` and enough poorly
+    ``spread_by_coverage`` and ``scale_by_coverage`` (kept in the result; the second also in the
+    fit) and, with ``fit_uncovered`` and enough poorly
     covered rows (rows standing for the target beyond the spec-z sample, e.g. held-out
     simulations), for fitting ``uncovered_scale`` and ``uncovered_shift``. Returns the calibration
     and a summary (CvM before/after).
@@ -224,6 +237,7 @@ def fit_calibration(
         fit_cov = (fit_uncovered and u.sum() > 0.02 * w_all.sum()
                    and u.sum() ** 2 / max(np.sum(u * u), 1e-300) >= _MIN_UNCOVERED_ROWS)
     spread_by_coverage = spread_by_coverage and cov is not None
+    scale_by_coverage = scale_by_coverage and cov is not None
     lo = np.array([np.log(bounds_scale[0]), np.log(bounds_power[0]), bounds_shift[0], np.log(0.5), -1.0])
     hi = np.array([np.log(bounds_scale[1]), np.log(bounds_power[1]), bounds_shift[1], np.log(4.0), 1.0])
     if not fit_cov:
@@ -233,7 +247,7 @@ def fit_calibration(
         t = np.clip(np.r_[theta, np.zeros(5 - len(theta))], lo, hi)
         return Calibration(recenter=recenter, std_scale=float(np.exp(t[0])), weight_power=float(np.exp(t[1])),
                            shift=float(t[2]), uncovered_scale=float(np.exp(t[3])), uncovered_shift=float(t[4]),
-                           spread_by_coverage=spread_by_coverage)
+                           spread_by_coverage=spread_by_coverage, scale_by_coverage=scale_by_coverage)
 
     base = np.ones(z.numel()) if weights is None else np.asarray(weights, dtype=np.float64)
     # with coverage terms: the covered and the uncovered rows' PIT distributions must each be uniform

@@ -166,12 +166,14 @@ def _calibration(model: torch.nn.Module, x: torch.Tensor, z: np.ndarray, splits:
     """
     recenter = opts.recenter if n_members > 1 else 0.0
     spread = coverage is not None and opts.target_member_spread
+    scale_cov = coverage is not None and opts.target_width_by_coverage
     if fixed is None and not opts.calibrate:
         fixed = Calibration(recenter=recenter, spread_by_coverage=spread)
     with record_function("deepz.calibrate"):
         cal, info = calibrate_out_of_fold(model, x, z, splits, opts.n_folds, recenter, opts.calibrate_weight_power,
                                           weights=weights, extra=extra, coverage=coverage,
-                                          spread_by_coverage=spread, score_weights=score_weights, fixed=fixed,
+                                          spread_by_coverage=spread, scale_by_coverage=scale_cov,
+                                          score_weights=score_weights, fixed=fixed,
                                           ambiguity=opts.ambiguity_shrink if n_members > 1 and opts.calibrate else 0.0,
                                           fit_groups_gap=fit_groups_gap, predictions=predictions)
     if "cvm_after" in info:
@@ -420,7 +422,7 @@ def train_deepz(
 def calibrate_out_of_fold(model: torch.nn.Module, x: torch.Tensor, z: np.ndarray, splits: list, n_folds: int,
                           recenter: float, fit_power: bool = False, weights: np.ndarray | None = None,
                           extra: tuple | None = None, coverage: np.ndarray | None = None,
-                          spread_by_coverage: bool = False,
+                          spread_by_coverage: bool = False, scale_by_coverage: bool = False,
                           score_weights: np.ndarray | None = None, fixed: Calibration | None = None,
                           ambiguity: float = 0.0, fit_groups_gap: bool = False,
                           predictions: tuple | None = None) -> tuple[Calibration, dict]:
@@ -430,8 +432,8 @@ def calibrate_out_of_fold(model: torch.nn.Module, x: torch.Tensor, z: np.ndarray
     members whose validation fold held it (``splits``: the members' (train, validation) indices),
     pooled with ``recenter``; returns the :class:`rail.deepz.calibration.Calibration` and a summary.
     ``weights`` (N,): the galaxies' weights in the PIT distribution (default equal); ``coverage`` (N,)
-    their coverage (for ``spread_by_coverage``, and for the ``uncovered_*`` terms, fitted when
-    ``extra`` is given). ``extra``: rows no member
+    their coverage (for ``spread_by_coverage`` and ``scale_by_coverage``, and for the ``uncovered_*``
+    terms, fitted when ``extra`` is given). ``extra``: rows no member
     trained on (features (N_e, F), redshifts, weights on the scale of ``weights``, coverage), row i
     predicted by members i, i + M, ... mod M (as many as a training galaxy's held-out members).
     ``fixed``: a calibration to use instead of fitting one (the summary then holds only the
@@ -482,7 +484,8 @@ def calibrate_out_of_fold(model: torch.nn.Module, x: torch.Tensor, z: np.ndarray
     n_spec = int(rows.sum())
     if fixed is None:
         cal, info = fit_calibration(lw, mu, sd, zt, recenter, fit_power=fit_power, weights=w, coverage=cov,
-                                    spread_by_coverage=spread_by_coverage, fit_uncovered=extra is not None)
+                                    spread_by_coverage=spread_by_coverage, fit_uncovered=extra is not None,
+                                    scale_by_coverage=scale_by_coverage)
         cal.ambiguity = ambiguity
     elif fit_groups_gap:
         cal, info = fit_disagreement(lw, mu, sd, zt, fixed, w, cov)

@@ -53,9 +53,10 @@ __all__ = [
 FORMAT = "pz-rail-deepz-model"
 # 2: calibration 'ambiguity' (absent in 1, read as 0); 3: meta 'photometry' (absent before: magnitudes);
 # 4: optional coverage classifiers (arrays 'coverage/...', meta 'coverage'; absent: coverage unknown);
-# 5: calibration 'groups' of a pooled ensemble (absent before: 1)
-FORMAT_VERSION = 5
-READABLE_VERSIONS = (1, 2, 3, 4, 5)
+# 5: calibration 'groups' of a pooled ensemble (absent before: 1); 6: calibration 'scale_by_coverage'
+# (absent before: False)
+FORMAT_VERSION = 6
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
 _META_KEY = "__meta__"
 
 

@@ -150,6 +150,9 @@ _TARGET = [
     Option("target_member_spread", "bool", True, "with a target: recenter and ambiguity_shrink act in proportion "
            "to each galaxy's coverage, so the members' disagreement stays in the PDFs of galaxies beyond the "
            "spec-z sample"),
+    Option("target_width_by_coverage", "bool", True, "with a target: the calibration's width scale (std_scale, "
+           "fitted on the spec-z galaxies) acts in proportion to each galaxy's coverage, std_scale^coverage, so "
+           "beyond the spec-z sample the networks' own widths are kept"),
     Option("target_dimmed_copies", "int", 0, "with a target: add this many copies of every spec-z galaxy, dimmed to "
            "reference magnitudes drawn from the target's fainter galaxies, with the target's noise at that flux and "
            "its detection threshold (same redshift and colours)", lo=0),
