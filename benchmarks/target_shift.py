@@ -14,7 +14,8 @@ sel2     a second selection from the training file: a spec-z success that depend
 starts   the training file alone: three selections of half A (i < 23.5; the success selection;
          fewer red and faint galaxies) train, half B's photometry is the target and its redshifts
          score; the default target_start ('pooled') against 'auto' (the candidate with the best
-         held-out score) and the fine-tuned start
+         held-out score) and the fine-tuned start, and the default target_width_by_coverage against
+         the fitted width scale applied whatever the coverage
 full     the whole random training file (10,225) -> the validation file, from scratch
 noisy    another noise model: the training file re-observed by a shallower survey (flux errors x1.5
          in u and g, x2 in r and i, x3 in z and y, noise added to match; S/N < 1 a non-detection)
@@ -56,9 +57,11 @@ OPTION_VARIANTS = {
 }
 
 
-#: parts sel, sel2, starts and noisy: the default target_start ('pooled') against the others
+#: parts sel, sel2, starts and noisy: the defaults against another target_start, and the fitted width
+#: scale applied whatever the coverage
 START_VARIANTS = (("pretrained + target (auto start)", dict(target_start="auto")),
-                  ("pretrained + target (fine-tuned start)", dict(target_start="pretrained")))
+                  ("pretrained + target (fine-tuned start)", dict(target_start="pretrained")),
+                  ("pretrained + target (widths not by coverage)", dict(target_width_by_coverage=False)))
 
 
 def start_variants(target: dict) -> tuple:
@@ -353,7 +356,8 @@ def main() -> None:
     ap.add_argument("--parts", default="sel,sel2,starts,full,options,noisy,sims", help="comma-separated parts")
     ap.add_argument("--seeds", default="87,88,89", help="model seeds")
     ap.add_argument("--n-sims", type=int, default=100_000, help="simulated galaxies for pretraining")
-    ap.add_argument("--figure", default="docs/_static/target_shift.png", help="plot file ('' = none)")
+    ap.add_argument("--figure", default=None,
+                    help="plot file ('' = none; default docs/_static/target_shift.png, with --quick <output>/<name>.png)")
     ap.add_argument("--models", default="", help="only these models (comma-separated names as in the tables)")
     ap.add_argument("--name", default="target_shift", help="name of the result JSON")
     args = ap.parse_args()
@@ -361,6 +365,8 @@ def main() -> None:
     args.parts = [p for p in args.parts.split(",") if p]
     if args.quick:
         args.n_sims, args.seeds = 3000, "87"
+    if args.figure is None:  # a quick check never overwrites the documentation's figure
+        args.figure = f"{args.output}/{args.name}.png" if args.quick else "docs/_static/target_shift.png"
     harness.set_threads(args.threads)
     train_path, valid_path = harness.dc2_paths()
     train, valid = harness.read_table(train_path), harness.read_table(valid_path)
