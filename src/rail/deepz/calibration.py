@@ -103,6 +103,7 @@ def apply_calibration(
         return torch.as_tensor(value, dtype=means.dtype, device=means.device).repeat_interleave(k).reshape(-1, 1, 1)
 
     power, shift, scale = per_member(cal.weight_power), per_member(cal.shift), per_member(cal.std_scale)
+    c = None if coverage is None else coverage.to(means.dtype).clamp(0.0, 1.0).reshape(1, -1, 1)  # (1, N, 1)
     if not isinstance(power, float) or power != 1.0:
         log_w = torch.log_softmax(log_w * power, dim=-1)
     pooled = k > 1
@@ -112,21 +113,19 @@ def apply_calibration(
         member_mean = (weights * means).sum(-1, keepdim=True).unflatten(0, (cal.groups, k))  # (groups, k, N, 1)
         offset = (member_mean - member_mean.mean(1, keepdim=True)).flatten(0, 1)  # (M, N, 1)
         spread = (offset * offset).unflatten(0, (cal.groups, k)).mean(1)  # (groups, N, 1): each group's ambiguity A
-        if coverage is not None and cal.spread_by_coverage:
-            c = coverage.to(means.dtype).clamp(0.0, 1.0).reshape(-1, 1)  # (N, 1)
+        if c is not None and cal.spread_by_coverage:
             offset, spread = offset * c, spread * c
         if cal.recenter != 0.0:
             means = means - cal.recenter * offset
     if not isinstance(shift, float) or shift != 0.0:
         means = means + shift * stds
     if not isinstance(scale, float) or scale != 1.0:
-        if coverage is not None and cal.scale_by_coverage:
-            c = coverage.to(stds.dtype).clamp(0.0, 1.0).reshape(1, -1, 1)  # (1, N, 1)
+        if c is not None and cal.scale_by_coverage:
             stds = stds * torch.as_tensor(scale, dtype=stds.dtype, device=stds.device) ** c
         else:
             stds = stds * scale
-    if coverage is not None and (cal.uncovered_scale != 1.0 or cal.uncovered_shift != 0.0):
-        u = (1.0 - coverage.to(stds.dtype).clamp(0.0, 1.0)).reshape(1, -1, 1)  # (1, N, 1)
+    if c is not None and (cal.uncovered_scale != 1.0 or cal.uncovered_shift != 0.0):
+        u = 1.0 - c
         means = means + cal.uncovered_shift * u * stds
         stds = stds * (1.0 + (cal.uncovered_scale - 1.0) * u)
     if pooled and cal.ambiguity != 0.0:
