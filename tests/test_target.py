@@ -511,3 +511,23 @@ def test_an_alias_for_an_input_the_informer_lacks_is_an_error(tag):
     command = DeepzTargetTransferInformer.generate_command(inputs, "c.yml", {"model": "m.pkl"}, {tag: "input_test"},
                                                            "inform_deepz")
     assert f"--{tag}=b.hdf5" in command
+
+
+def test_non_detections_written_another_way_in_the_target_warn(dc2_train):
+    """A target writing non-detections as NaN (the training table: 99) is named band by band."""
+    from rail.deepz.training_data import sentinel_mismatch
+
+    opts = inform_options()
+    spec = prepare_training_data(dc2_train, opts)
+    assert sentinel_mismatch(spec, prepare_training_data(dc2_train, opts, need_redshift=False), opts.bands,
+                             opts) is None
+    nan_target = {k: np.where(np.asarray(v) >= 90, np.nan, v) if k.startswith("mag_") and "err" not in k else v
+                  for k, v in dc2_train.items()}
+    target = prepare_training_data(nan_target, opts, need_redshift=False)
+    message = sentinel_mismatch(spec, target, opts.bands, opts)
+    assert message is not None and message.startswith("warning:")
+    nondetected = [b for j, b in enumerate(opts.bands) if spec.band_status[1, j] > 0.01]
+    assert nondetected and all(f"'{b}'" in message for b in nondetected)
+    assert "'nondetect_val' (99.0)" in message
+    # the reverse: the training table with NaN, the target with 99
+    assert sentinel_mismatch(target, spec, opts.bands, opts) is not None

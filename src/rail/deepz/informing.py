@@ -26,7 +26,7 @@ from .target_shift import COVERAGE_PREFIX
 from .target_training import (SimulationFill, calibration_rows, copy_splits, fit_shift, sims_with_target_noise,
                               with_dimmed_copies)
 from .training import TrainConfig, TrainResult, ensemble_splits, predict, train_ensemble
-from .training_data import TrainingData, augmentation, batch_inputs, prepare_training_data
+from .training_data import TrainingData, augmentation, batch_inputs, prepare_training_data, sentinel_mismatch
 
 if TYPE_CHECKING:
     from .checkpoint import CheckpointStore
@@ -67,6 +67,9 @@ def _read_tables(table: Mapping, sims: Mapping | None, target: Mapping | None, o
         if target_data.n_dropped_ref:
             log(f"target: {target_data.n_dropped_ref} rows without a usable reference band '{opts.ref_band}' "
                 "left out of the covariate-shift fit")
+        mismatch = sentinel_mismatch(data, target_data, list(opts.bands), opts)
+        if mismatch:
+            log(mismatch)
         if len(target_data.features) < _FEW_TARGET_ROWS:
             log(f"warning: input 'target' has only {len(target_data.features)} usable rows: the density ratios "
                 f"behind the weights and coverage are noisy below a few hundred")

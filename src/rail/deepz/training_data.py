@@ -10,8 +10,8 @@ import torch
 
 from . import features as feat
 from .augmentation import Augmentation, BatchInputs
-from .inputs import (MAX_MAGNITUDE, MIN_MAGNITUDE, NONDETECT_THRESHOLD, STATUS_OK, FluxTable, read_column,
-                     read_flux_table, uses_exposures)
+from .inputs import (MAX_MAGNITUDE, MIN_MAGNITUDE, NONDETECT_THRESHOLD, STATUS_MISSING, STATUS_NONDETECT, STATUS_OK,
+                     FluxTable, read_column, read_flux_table, uses_exposures)
 
 __all__ = ["TrainingData", "prepare_training_data", "augmentation", "batch_inputs"]
 
@@ -31,6 +31,8 @@ class TrainingData:
     n_dropped_ref: int
     n_dropped_z: int
     fluxes: FluxTable | None = None
+    #: (3, B) fractions of all rows read that are detected, non-detected and missing in each band
+    band_status: np.ndarray | None = None
 
     @property
     def exposures(self) -> bool:
@@ -104,7 +106,37 @@ def prepare_training_data(table: Mapping, opts: Any, need_redshift: bool = True,
         n_dropped_ref=int(bad_ref.sum()),
         n_dropped_z=n_bad_z,
         fluxes=fluxes.subset(keep),
+        band_status=np.stack([(phot.status == k).mean(axis=0)
+                              for k in (STATUS_OK, STATUS_NONDETECT, STATUS_MISSING)]),
     )
+
+
+_SENTINEL_SHARE = 0.01  # a band's non-detections or missing values count as used above this fraction of rows
+
+
+def sentinel_mismatch(spec: TrainingData, target: TrainingData, bands: list[str], opts: Any) -> str | None:
+    """A warning when the target marks a band's faint values differently from the spec-z table, else None.
+
+    A band the spec-z table has non-detections in (``nondetect_val``) while the target has none
+    but missing values instead (or the reverse) usually means the two tables use other conventions
+    (e.g. NaN against 99): non-detections are upper limits, missing values carry no information.
+    """
+    if spec.band_status is None or target.band_status is None:
+        return None
+    used = lambda frac: frac > _SENTINEL_SHARE  # noqa: E731
+    odd = []
+    for j, band in enumerate(bands):
+        s_nd, s_miss = spec.band_status[1, j], spec.band_status[2, j]
+        t_nd, t_miss = target.band_status[1, j], target.band_status[2, j]
+        if (used(s_nd) and not used(t_nd) and used(t_miss)) or (used(t_nd) and not used(s_nd) and used(s_miss)):
+            odd.append(f"'{band}' (training table {100 * s_nd:.0f}% non-detections, {100 * s_miss:.0f}% missing; "
+                       f"target {100 * t_nd:.0f}% / {100 * t_miss:.0f}%)")
+    if not odd:
+        return None
+    return ("warning: the target and the training table mark faint values differently in " + ", ".join(odd)
+            + f": non-detections are values equal to option 'nondetect_val' ({opts.nondetect_val!r}), missing "
+            f"values NaN or 'nonobserved_val' ({opts.nonobserved_val!r}); if one table writes non-detections "
+            "another way, convert it first, or the weights and coverage compare unlike photometry")
 
 
 def augmentation(opts: Any, flux_noise: float = 0.0) -> Augmentation:
