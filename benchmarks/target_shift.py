@@ -3,7 +3,9 @@
 Every Deepz model here uses the stage defaults; "+ target" passes the unlabelled photometry of the
 catalogue it is scored on (``inform(..., target=...)``; its redshifts are never read, and no setting
 was chosen on them). Pretrained models start from ``--n-sims`` DeepzSimCreator galaxies (stage
-defaults, simulation seed 1), pretrained with each model seed. Parts (``--parts``):
+defaults, simulation seed 1), pretrained with each model seed: once per seed without a target (not
+timed), inside each call with one (timed), since the default options pretrain toward the target.
+Parts (``--parts``):
 
 options  the training file alone: half A's i < 23.5 rows train, half B's photometry is the target
          and its redshifts score; every target option against the defaults (where the defaults
@@ -13,9 +15,9 @@ sel2     a second selection from the training file: a spec-z success that depend
          and redshift (emission lines in the optical at 0.3 < z < 1.0) -> the validation file
 starts   the training file alone: three selections of half A (i < 23.5; the success selection;
          fewer red and faint galaxies) train, half B's photometry is the target and its redshifts
-         score; the default target_start ('pooled') against 'auto' (the candidate with the best
-         held-out score) and the fine-tuned start, and the default target_width_by_coverage against
-         the fitted width scale applied whatever the coverage
+         score; the defaults against the simulations used as given (not pretrained toward the
+         target), 'auto' target_start (the candidate with the best held-out score) and the fine-tuned
+         start, and the fitted width scale applied whatever the coverage
 full     the whole random training file (10,225) -> the validation file, from scratch
 noisy    another noise model: the training file re-observed by a shallower survey (flux errors x1.5
          in u and g, x2 in r and i, x3 in z and y, noise added to match; S/N < 1 a non-detection)
@@ -37,6 +39,8 @@ redshift percentile.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 import harness
@@ -52,16 +56,25 @@ OPTION_VARIANTS = {
     "+ target, no member spread": dict(target_member_spread=False),
     "+ target, 2 dimmed copies": dict(target_dimmed_copies=2),
     "+ target, simulation fill": dict(target_fill=True),
-    "+ target, simulation noise": dict(target_sim_noise=True),
-    "+ target, simulation weights": dict(target_sim_weights=True),
+    "+ target, no simulation noise": dict(target_sim_noise=False),
+    "+ target, no simulation weights": dict(target_sim_weights=False),
 }
 
 
-#: parts sel, sel2, starts and noisy: the defaults against another target_start, and the fitted width
-#: scale applied whatever the coverage
-START_VARIANTS = (("pretrained + target (auto start)", dict(target_start="auto")),
+#: parts sel, sel2, starts and noisy: the defaults against the simulations not pretrained toward the target,
+#: another target_start, and the fitted width scale applied whatever the coverage
+START_VARIANTS = (("pretrained + target (simulations as given)", dict(target_sim_noise=False, target_sim_weights=False)),
+                  ("pretrained + target (auto start)", dict(target_start="auto")),
                   ("pretrained + target (fine-tuned start)", dict(target_start="pretrained")),
                   ("pretrained + target (widths not by coverage)", dict(target_width_by_coverage=False)))
+
+
+def toward_target(options: dict) -> bool:
+    """Whether inform ``options`` pretrain on the simulations toward a target (noise or weights)."""
+    from rail.deepz.options import inform_options
+
+    opts = inform_options({k: v for k, v in options.items() if k in ("target_sim_noise", "target_sim_weights")})
+    return bool(opts.target_sim_noise or opts.target_sim_weights)
 
 
 def start_variants(target: dict) -> tuple:
@@ -100,12 +113,13 @@ class Runs:
         return self._pretrained[seed]
 
     def train(self, table: dict, seed: int, kind: str, target: dict | None = None, **extra) -> tuple[dict, float]:
-        """``kind`` "scratch" or "pretrained" (the seed's shared pretraining, excluded from the time)."""
+        """``kind`` "scratch" or "pretrained": the seed's shared pretraining (excluded from the time), or
+        with a target and the options that pretrain toward it, a pretraining inside the call (timed)."""
         kw = dict(self.options, seed=seed, **extra)
         if kind == "pretrained":
             kw.update(pretrained=self.pretrained(seed), sims=self.sims())
-            if extra.get("target_sim_noise") or extra.get("target_sim_weights"):
-                kw.pop("pretrained")  # these change the pretraining itself: it runs inside (and is timed)
+            if target is not None and toward_target(kw):
+                kw.pop("pretrained")
         with harness.timed() as t:
             model = harness.deepz_inform(table, target=target, **kw)
         return model, t["wall_s"]
@@ -225,8 +239,7 @@ def part_noisy(runs: Runs, train: dict) -> None:
     """Another noise model: the training file re-observed shallower; half A's i < 23.5 train, half B the target."""
     half, test, target = halves(shallower(train))
     table = harness.subset(half, half["mag_i_lsst"] < 23.5)
-    variants = (("scratch", "scratch", None, {}), ("pretrained", "pretrained", None, {}), *start_variants(target),
-                ("pretrained + target, simulation noise", "pretrained", target, dict(target_sim_noise=True)))
+    variants = (("scratch", "scratch", None, {}), ("pretrained", "pretrained", None, {}), *start_variants(target))
     for seed in harness.int_list(runs.args.seeds):
         runs.run("noisy", variants, table, test, seed)
 
@@ -306,7 +319,9 @@ def tables(runs: Runs) -> list[dict]:
         out.append(harness.table(titles[part], COLUMNS, body,
                                  note=f"beyond: outlier fraction of the {n_beyond} test galaxies above the training "
                                       "set's 99th redshift percentile; inside: of the others; start: the candidate "
-                                      "kept (target_start) and, when another, the one 'auto' would keep"))
+                                      "kept (target_start) and, when another, the one 'auto' would keep; train: "
+                                      "the inform call, with a pretraining toward the target where the options "
+                                      "ask for one"))
     return out
 
 
@@ -348,6 +363,7 @@ def plot(runs: Runs, path: str) -> None:
             if i == 0:
                 ax.set_title(part)
     fig.tight_layout()
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     fig.savefig(path, dpi=110)
 
 

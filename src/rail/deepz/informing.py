@@ -73,9 +73,8 @@ def _read_tables(table: Mapping, sims: Mapping | None, target: Mapping | None, o
         if len(target_data.features) < _FEW_TARGET_ROWS:
             log(f"warning: input 'target' has only {len(target_data.features)} usable rows: the density ratios "
                 f"behind the weights and coverage are noisy below a few hundred")
-        unused = [name for name in ("target_fill", "target_sim_noise", "target_sim_weights") if getattr(opts, name)]
-        if sims is None and unused:
-            log(f"warning: option(s) {unused} need the simulations (input 'sims'): not applied")
+        if sims is None and opts.target_fill:
+            log("warning: option 'target_fill' needs the simulations (input 'sims'): not applied")
     return data, sim_data, target_data
 
 
@@ -107,6 +106,9 @@ def _pretrained_model(sims: Mapping | None, sim_data: TrainingData | None, pretr
     """
     autoencoder = sims is None and pretrained is None and target is not None and opts.target_autoencoder
     if (sims is None and not autoencoder) or pretrained is not None:
+        if pretrained is not None and target_data is not None and opts.target_sim_weights:
+            log("target: the given pretrained model is fine-tuned as it is; to pretrain toward the target "
+                "(options 'target_sim_weights', 'target_sim_noise') give the simulations without 'pretrained'")
         return pretrained
     mpi = distributed.is_distributed(comm)
     if not mpi or comm.Get_rank() == 0:

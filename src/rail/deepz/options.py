@@ -128,8 +128,9 @@ _TRANSFER = [
 ]
 
 # used only when inform is given the unlabelled target photometry (input / keyword 'target'); the defaults
-# are those that improved outliers and PIT KS on a bright/faint split of the DC2 training file
-# (benchmarks/target_shift.py, part options): the simulation-side options and copies are off
+# were chosen on selections of the DC2 training file with its other half as the target
+# (benchmarks/target_shift.py, parts options, starts and noisy): simulations pretrained toward the target
+# (noise and weights) are on, the copies, the fill and the target autoencoder are off
 _TARGET = [
     Option("target_weights", "bool", True, "with a target: weight each spec-z galaxy by p_target(x) / p_spec(x) "
            "(a classifier on the network inputs) in the fine-tuning loss, best-epoch selection and calibration"),
@@ -159,9 +160,10 @@ _TARGET = [
     Option("target_autoencoder", "bool", False, "with a target and neither sims nor a pretrained model: first "
            "train the encoder and decoder on the target's photometry (phase 'autoencoder'), then the ensemble "
            "from them"),
-    Option("target_sim_weights", "bool", False, "with a target and sims: weight each simulated galaxy's "
-           "pretraining loss by p_target(x) / p_sims(x) (clipped at weight_clip squared)"),
-    Option("target_sim_noise", "bool", False, "with a target and sims holding noiseless fluxes (flux_true_*): "
+    Option("target_sim_weights", "bool", True, "with a target and sims (pretrained here, not given as "
+           "'pretrained'): weight each simulated galaxy's pretraining loss by p_target(x) / p_sims(x) (clipped at "
+           "weight_clip squared)"),
+    Option("target_sim_noise", "bool", True, "with a target and sims holding noiseless fluxes (flux_true_*): "
            "redraw the simulations' noise from the target's error-vs-magnitude relation before use"),
 ]
 
