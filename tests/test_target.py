@@ -531,3 +531,38 @@ def test_non_detections_written_another_way_in_the_target_warn(dc2_train):
     assert "'nondetect_val' (99.0)" in message
     # the reverse: the training table with NaN, the target with 99
     assert sentinel_mismatch(target, spec, opts.bands, opts) is not None
+
+
+def test_defaults_pretrain_toward_the_target(tiny, bright_and_target, one_torch_thread):
+    """With sims and a target, the default pretraining takes the target's noise and weights; a given
+    pretrained model is fine-tuned as it is, and says so."""
+    from rail.deepz import DeepzSimCreator
+
+    spec, target, _ = bright_and_target
+    sims = DeepzSimCreator.make_stage(name="sims_toward", model="none", n_samples=2000, seed=7,
+                                      hdf5_groupname="").sample(2000, 7).data
+    messages: list[str] = []
+
+    class Log:
+        def info(self, msg):
+            messages.append(msg)
+
+        warning = info
+
+    def inform(name, **kwargs):
+        stage = DeepzTargetTransferInformer.make_stage(name=name, hdf5_groupname="", sims_groupname="",
+                                                       output_mode="return", checkpoint_dir="",
+                                                       **tiny(pretrain_epochs_per_step=[2, 1],
+                                                              target_start="pretrained"))
+        stage.log = Log()
+        stage.inform(spec, sims, target=target, **kwargs)
+        return stage.get_data("model")
+
+    model = inform("inf_toward")
+    assert any("simulation noise redrawn from the target's error" in m for m in messages)
+    assert any("pretraining weighted toward the target" in m for m in messages)
+    assert not any("fine-tuned as it is" in m for m in messages)
+    messages.clear()
+    inform("inf_given", pretrained=model)
+    assert any("fine-tuned as it is" in m for m in messages)
+    assert not any("pretraining weighted toward the target" in m for m in messages)
