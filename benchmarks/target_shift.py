@@ -63,7 +63,8 @@ OPTION_VARIANTS = {
 
 #: parts sel, sel2, starts and noisy: the defaults against the simulations not pretrained toward the target,
 #: another target_start, and the fitted width scale applied whatever the coverage
-START_VARIANTS = (("pretrained + target (simulations as given)", dict(target_sim_noise=False, target_sim_weights=False)),
+START_VARIANTS = (("pretrained + target (simulations as given)",
+                   dict(target_sim_noise=False, target_sim_weights=False)),
                   ("pretrained + target (auto start)", dict(target_start="auto")),
                   ("pretrained + target (fine-tuned start)", dict(target_start="pretrained")),
                   ("pretrained + target (widths not by coverage)", dict(target_width_by_coverage=False)))

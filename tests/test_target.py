@@ -519,18 +519,17 @@ def test_non_detections_written_another_way_in_the_target_warn(dc2_train):
 
     opts = inform_options()
     spec = prepare_training_data(dc2_train, opts)
-    assert sentinel_mismatch(spec, prepare_training_data(dc2_train, opts, need_redshift=False), opts.bands,
-                             opts) is None
+    assert sentinel_mismatch(spec, prepare_training_data(dc2_train, opts, need_redshift=False), opts) is None
     nan_target = {k: np.where(np.asarray(v) >= 90, np.nan, v) if k.startswith("mag_") and "err" not in k else v
                   for k, v in dc2_train.items()}
     target = prepare_training_data(nan_target, opts, need_redshift=False)
-    message = sentinel_mismatch(spec, target, opts.bands, opts)
+    message = sentinel_mismatch(spec, target, opts)
     assert message is not None and message.startswith("warning:")
     nondetected = [b for j, b in enumerate(opts.bands) if spec.band_status[1, j] > 0.01]
     assert nondetected and all(f"'{b}'" in message for b in nondetected)
     assert "'nondetect_val' (99.0)" in message
     # the reverse: the training table with NaN, the target with 99
-    assert sentinel_mismatch(target, spec, opts.bands, opts) is not None
+    assert sentinel_mismatch(target, spec, opts) is not None
 
 
 def test_defaults_pretrain_toward_the_target(tiny, bright_and_target, one_torch_thread):

@@ -67,7 +67,7 @@ def _read_tables(table: Mapping, sims: Mapping | None, target: Mapping | None, o
         if target_data.n_dropped_ref:
             log(f"target: {target_data.n_dropped_ref} rows without a usable reference band '{opts.ref_band}' "
                 "left out of the covariate-shift fit")
-        mismatch = sentinel_mismatch(data, target_data, list(opts.bands), opts)
+        mismatch = sentinel_mismatch(data, target_data, opts)
         if mismatch:
             log(mismatch)
         if len(target_data.features) < _FEW_TARGET_ROWS:
@@ -106,7 +106,8 @@ def _pretrained_model(sims: Mapping | None, sim_data: TrainingData | None, pretr
     """
     autoencoder = sims is None and pretrained is None and target is not None and opts.target_autoencoder
     if (sims is None and not autoencoder) or pretrained is not None:
-        if pretrained is not None and target_data is not None and opts.target_sim_weights:
+        asks_toward = opts.target_sim_weights or opts.target_sim_noise
+        if pretrained is not None and target_data is not None and asks_toward:
             log("target: the given pretrained model is fine-tuned as it is; to pretrain toward the target "
                 "(options 'target_sim_weights', 'target_sim_noise') give the simulations without 'pretrained'")
         return pretrained

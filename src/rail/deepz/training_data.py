@@ -114,7 +114,7 @@ def prepare_training_data(table: Mapping, opts: Any, need_redshift: bool = True,
 _SENTINEL_SHARE = 0.01  # a band's non-detections or missing values count as used above this fraction of rows
 
 
-def sentinel_mismatch(spec: TrainingData, target: TrainingData, bands: list[str], opts: Any) -> str | None:
+def sentinel_mismatch(spec: TrainingData, target: TrainingData, opts: Any) -> str | None:
     """A warning when the target marks a band's faint values differently from the spec-z table, else None.
 
     A band the spec-z table has non-detections in (``nondetect_val``) while the target has none
@@ -125,7 +125,7 @@ def sentinel_mismatch(spec: TrainingData, target: TrainingData, bands: list[str]
         return None
     used = lambda frac: frac > _SENTINEL_SHARE  # noqa: E731
     odd = []
-    for j, band in enumerate(bands):
+    for j, band in enumerate(opts.bands):
         s_nd, s_miss = spec.band_status[1, j], spec.band_status[2, j]
         t_nd, t_miss = target.band_status[1, j], target.band_status[2, j]
         if (used(s_nd) and not used(t_nd) and used(t_miss)) or (used(t_nd) and not used(s_nd) and used(s_miss)):
