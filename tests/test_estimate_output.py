@@ -16,6 +16,7 @@ from conftest import needs_mpi
 from rail.deepz import DeepzEstimator, DeepzInformer
 from rail.deepz import mixture as MX
 from rail.deepz.handles import TurnTakingQPHandle, rank_ranges
+from rail.deepz.schema import OptionError
 
 N_ROWS = 1300
 
@@ -137,10 +138,11 @@ def test_turn_taking_rejects_a_chunk_of_another_rank_and_waits_its_turn(tmp_path
 
 def test_compact_output_preserves_moments_and_calibration(trained, dc2_valid):
     tmp, model, inp = trained
-    full = qp.read(_run("est_full", model, inp, str(tmp / "full.hdf5"), pdf_dtype="float64").get_output(
-        "output", final_name=True))
-    small = qp.read(_run("est_small", model, inp, str(tmp / "small.hdf5"), pdf_dtype="float64",
-                         n_output_components=2).get_output("output", final_name=True))
+    # a range wide enough that folding into [zmin, zmax] leaves the tiny model's wide PDFs alone
+    wide = dict(pdf_dtype="float64", zmin=-20.0, zmax=20.0)
+    full = qp.read(_run("est_full", model, inp, str(tmp / "full.hdf5"), **wide).get_output("output", final_name=True))
+    small = qp.read(_run("est_small", model, inp, str(tmp / "small.hdf5"), n_output_components=2,
+                         **wide).get_output("output", final_name=True))
     wf, ws = full.objdata["weights"], small.objdata["weights"]
     assert ws.shape == (N_ROWS, 2) and wf.shape[1] == 6  # 2 members x 3 Gaussians
     np.testing.assert_allclose(ws.sum(-1), 1.0, atol=1e-12)
@@ -153,6 +155,39 @@ def test_compact_output_preserves_moments_and_calibration(trained, dc2_valid):
     pit = [MX.cdf(z, *(torch.as_tensor(e.objdata[k]) for k in ("weights", "means", "stds"))).numpy()
            for e in (full, small)]
     assert np.median(np.abs(pit[0] - pit[1])) < 0.02
+
+
+@pytest.mark.parametrize("pdf_dtype", ["float32", "float64"])
+@pytest.mark.parametrize("n_out", [0, 2])
+def test_pdfs_stay_inside_zmin_zmax(trained, dc2_valid, pdf_dtype, n_out):
+    """Every component mean and point estimate in [zmin, zmax], little mass outside, CDFs never above 1.
+
+    The tiny model's PDFs are wide and its galaxies at z < 0.35: most of them reach below zmin.
+    """
+    from qp.metrics.pit import PIT
+
+    tmp, model, inp = trained
+    for zmin, zmax in ((0.0, 3.0), (0.1, 0.25)):
+        path = str(tmp / f"range_{pdf_dtype}_{n_out}_{zmin}.hdf5")
+        ens = qp.read(_run("est_range", model, inp, path, pdf_dtype=pdf_dtype, n_output_components=n_out,
+                           zmin=zmin, zmax=zmax).get_output("output", final_name=True))
+        w, m, s = (np.asarray(ens.objdata[k], dtype=np.float64) for k in ("weights", "means", "stds"))
+        assert np.all((m >= zmin) & (m <= zmax))
+        for key in ("zmode", "zmean", "zmedian"):
+            assert np.all((ens.ancil[key] >= zmin) & (ens.ancil[key] <= zmax)), key
+        from scipy.special import ndtr
+        outside = (w * (ndtr((zmin - m) / s) + ndtr((m - zmax) / s))).sum(-1)
+        assert outside.max() < 0.1 and outside.mean() < 0.05  # two passes leave <= 4% of a component outside
+        # exact sums in any order: qp's renormalisation keeps them, no CDF exceeds 1
+        assert np.all(w.sum(-1) == 1.0) and np.all(np.asarray(ens.objdata["weights"]).sum(-1) == 1.0)
+        pit = PIT(ens, np.asarray(dc2_valid["redshift"][:N_ROWS]))._pit_samps
+        assert np.all((pit >= 0.0) & (pit <= 1.0))
+
+
+def test_zmin_must_be_below_zmax(trained):
+    tmp, model, inp = trained
+    with pytest.raises(OptionError, match="'zmin'.*'zmax'"):
+        _run("est_bad_range", model, inp, str(tmp / "bad.hdf5"), zmin=2.0, zmax=1.0)
 
 
 def test_one_gaussian_output_is_moment_matched(trained):

@@ -18,7 +18,7 @@ from .networks import DeepzEnsemble, StackedBatchNorm, StackedLinear, mixture_pa
 from .schema import check_choice
 from .target_shift import coverage_from_log_ratio
 
-__all__ = ["DeepzPredictor", "ANCIL_KEYS", "FusedEnsemble"]
+__all__ = ["DeepzPredictor", "ANCIL_KEYS", "FusedEnsemble", "unit_sum_weights"]
 
 ANCIL_KEYS = ("zmode", "zmean", "zmedian", "zstd", "odds", "coverage", "deepz_flag")
 # network precision at inference (names: rail.deepz.options.PRECISIONS): None = float32, for GPUs the others
@@ -27,6 +27,23 @@ PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.floa
 PDF_DTYPES = {"float32": np.float32, "float64": np.float64}
 _POINT_BATCH = 16384  # rows per point-estimate pass (at least the network batch size)
 _ALIGN = 16  # FusedEnsemble pads the latent and output widths to multiples of this
+
+
+def unit_sum_weights(w: torch.Tensor) -> torch.Tensor:
+    """Weights (N, K) that sum to exactly 1 in any order of summation, in their dtype (float32 or float64).
+
+    Each weight is rounded down to a multiple of 2^-24 (float32; 2^-52 for float64), the row's
+    remainder (also such a multiple) goes to its largest weight: every partial sum is then exact.
+    A row merely divided by its sum can add up to 1 + 1e-8 in float64, qp renormalises float32
+    weights in float32 when it builds or reads an ensemble, and a CDF above 1 gives PIT values
+    that RAIL's evaluator drops.
+    """
+    quantum = 2.0**-24 if w.dtype == torch.float32 else 2.0**-52
+    w64 = w.double()
+    w64 = torch.floor(w64 / w64.sum(-1, keepdim=True) / quantum) * quantum
+    top = w64.argmax(-1, keepdim=True)
+    w64.scatter_add_(-1, top, 1.0 - w64.sum(-1, keepdim=True))
+    return w64.to(w.dtype)
 
 
 class FusedEnsemble:
@@ -226,7 +243,7 @@ class DeepzPredictor:
     @torch.inference_mode()
     def predict(
         self, table: Mapping, err_bands: Sequence[str], odds_window: float = 0.06, n_output_components: int = 0,
-        pdf_dtype: str = "float32",
+        pdf_dtype: str = "float32", z_range: tuple[float, float] = (0.0, 3.0),
     ) -> dict[str, np.ndarray]:
         """PDFs and point estimates for every row of a table.
 
@@ -236,7 +253,10 @@ class DeepzPredictor:
         and deepz_flag (N,) int32.
         ``n_output_components`` > 0 merges each mixture down to at most that many Gaussians
         (moment-preserving, :func:`rail.deepz.mixture.reduce_components`); the point estimates
-        are then those of the merged mixture (zmean and zstd are unchanged by the merge).
+        are then those of the merged mixture. Every component's mass is then moved inside
+        ``z_range`` = (zmin, zmax) (:func:`rail.deepz.mixture.fold_into_range`), so the point
+        estimates lie in it too, and each row's weights sum to at most 1 in float64 (a CDF, and
+        with it a PIT value, never exceeds 1).
         """
         check_choice("pdf_dtype", pdf_dtype, list(PDF_DTYPES))
         with record_function("deepz.read_photometry"):
@@ -254,17 +274,16 @@ class DeepzPredictor:
             rows = torch.as_tensor(np.flatnonzero(bad_ref), device=w.device)
             for t, key in ((w, "weights"), (m, "means"), (s, "stds")):
                 t[rows] = torch.as_tensor(self.prior[key], dtype=t.dtype, device=t.device)
-            w[rows] = w[rows] / w[rows].sum(-1, keepdim=True)  # exactly normalised in the output precision
         if reduce:
             with record_function("deepz.merge_components"):
                 w, m, s = mixture.reduce_components(w, m, s, n_output_components)
-        if pdf_dtype == "float32":  # point estimates from exactly the stored values
-            if w.dtype != torch.float32:  # round once
-                w = w.float()
-                w = w / w.sum(-1, keepdim=True)
+        with record_function("deepz.fold_into_range"):
+            m, s = mixture.fold_into_range(m, s, *z_range)
+        w = unit_sum_weights(w.to(torch.float32 if pdf_dtype == "float32" else torch.float64))
         result = {k: t.cpu().numpy().astype(PDF_DTYPES[pdf_dtype], copy=False)
                   for k, t in (("weights", w), ("means", m), ("stds", s))}
-        w, m, s = w.double(), m.double(), s.double()
+        # point estimates from exactly the stored values
+        w, m, s = (torch.as_tensor(result[k], device=w.device).double() for k in ("weights", "means", "stds"))
         with record_function("deepz.point_estimates"):
             result.update(self.point_estimates(w, m, s, odds_window))
         result["coverage"] = coverage

@@ -20,6 +20,7 @@ __all__ = [
     "interval_probability",
     "combine_members",
     "reduce_components",
+    "fold_into_range",
 ]
 
 _SQRT2 = math.sqrt(2.0)
@@ -360,3 +361,64 @@ def _reduce_rows(
         w, m, v, logv = new
         k -= q
     return w.transpose(0, 1).contiguous(), m.transpose(0, 1).contiguous(), torch.sqrt(v).transpose(0, 1).contiguous()
+
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+def _tail_moments(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance of N(0, 1) truncated to [a, b], for 0 <= a <= b (b may be inf).
+
+    Written with erfcx (erfc(x) exp(x^2)) so that it stays exact far in the tail, where the
+    normal CDF differences underflow: phi(a) / Q(a) = sqrt(2 / pi) / erfcx(a / sqrt 2).
+    """
+    ea, eb = torch.special.erfcx(a / _SQRT2), torch.special.erfcx(b / _SQRT2)
+    r = torch.exp(-0.5 * (b - a) * (b + a))  # phi(b) / phi(a)
+    lam = _SQRT_2_OVER_PI / ea
+    mass = 1.0 - r * eb / ea  # P(a < Z < b) / Q(a)
+    shift = lam * (1.0 - r) / mass
+    br = torch.where(torch.isinf(b), torch.zeros_like(b), b * r)
+    return shift, 1.0 + lam * (a - br) / mass - shift * shift
+
+
+def _central_moments(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance of N(0, 1) truncated to [a, b], for a <= 0 <= b."""
+    mass = torch.special.ndtr(b) - torch.special.ndtr(a)
+    pa, pb = torch.exp(-0.5 * a * a) * _INV_SQRT_2PI, torch.exp(-0.5 * b * b) * _INV_SQRT_2PI
+    shift = (pa - pb) / mass
+    apa = torch.where(torch.isinf(a), torch.zeros_like(a), a * pa)
+    bpb = torch.where(torch.isinf(b), torch.zeros_like(b), b * pb)
+    return shift, 1.0 + (apa - bpb) / mass - shift * shift
+
+
+_FOLD_SIGMAS = 9.0  # components farther than this from both bounds (in their own widths) are left as they are
+
+
+def fold_into_range(
+    means: torch.Tensor, stds: torch.Tensor, lo: float, hi: float, min_std: float = 1e-3, passes: int = 2
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move each Gaussian's mass into [lo, hi]: means and stds (any shape) of the replacements.
+
+    Each component is replaced by the Gaussian with the mean and variance of its part inside
+    [lo, hi] (a truncated normal), so every mean lies in the range (and with them the mixture's
+    mode, median and mean) and the weights are unchanged. One pass leaves 9% of a component
+    centred on a bound outside, a second (``passes`` = 2) 4%. Components more than 9 of their
+    widths inside both bounds, whose mass outside is below 1e-19, are returned unchanged.
+    """
+    near = ((lo - means) > -_FOLD_SIGMAS * stds) | ((hi - means) < _FOLD_SIGMAS * stds)
+    if not bool(near.any()):
+        return means, stds
+    where = near.nonzero(as_tuple=True)
+    m, s = means[where].double(), stds[where].double()  # few elements: float64 keeps the tail formulas exact
+    for _ in range(passes):
+        a, b = (lo - m) / s, (hi - m) / s
+        below, above = a >= 0.0, b <= 0.0  # mostly under lo / over hi: the tail forms
+        a0, nb0 = a.clamp_min(0.0), (-b).clamp_min(0.0)
+        low_shift, low_var = _tail_moments(a0, torch.maximum(b, a0))
+        high_shift, high_var = _tail_moments(nb0, torch.maximum(-a, nb0))  # mirrored
+        mid_shift, mid_var = _central_moments(a.clamp_max(0.0), b.clamp_min(0.0))
+        shift = torch.where(below, low_shift, torch.where(above, -high_shift, mid_shift))
+        var = torch.where(below, low_var, torch.where(above, high_var, mid_var))
+        m = (m + s * shift).clamp(lo, hi)
+        s = (s * torch.sqrt(var.clamp_min(0.0))).clamp_min(min_std)
+    return means.index_put(where, m.to(means.dtype)), stds.index_put(where, s.to(stds.dtype))

@@ -29,7 +29,7 @@ from rail.deepz.handles import DeepzModelHandle, TurnTakingQPHandle, parallel_hd
 from rail.deepz.informing import pretrain_deepz, train_deepz
 from rail.deepz.model_io import load_model, validate_model
 from rail.deepz.options import ESTIMATE_OPTIONS, INFORM_OPTIONS, estimate_options, inform_options
-from rail.deepz.schema import stage_parameters
+from rail.deepz.schema import OptionError, stage_parameters
 from rail.deepz.stage_options import CheckedOptions
 
 __all__ = ["DeepzInformer", "DeepzTransferInformer", "DeepzTargetInformer", "DeepzTargetTransferInformer", "DeepzEstimator"]
@@ -393,6 +393,9 @@ class DeepzEstimator(CheckedOptions, _InputFilesChecked, CatEstimator):
 
     def _check_option_values(self) -> None:
         self.estimate_options()
+        if not float(self.config.zmin) < float(self.config.zmax):
+            raise OptionError(f"options 'zmin' ({self.config.zmin}) and 'zmax' ({self.config.zmax}): the PDFs are "
+                              "kept inside [zmin, zmax], so zmin must be below zmax")
         resolve_device(self.config.device, self.rank)
 
     def open_model(self, **kwargs: Any) -> Any:
@@ -414,7 +417,8 @@ class DeepzEstimator(CheckedOptions, _InputFilesChecked, CatEstimator):
     def _process_chunk(self, start: int, end: int, data: Any, first: bool) -> None:
         assert self.predictor is not None
         res = self.predictor.predict(data, self.config.err_bands, self.config.odds_window,
-                                     self.config.n_output_components, self.config.pdf_dtype)
+                                     self.config.n_output_components, self.config.pdf_dtype,
+                                     (float(self.config.zmin), float(self.config.zmax)))
         with record_function("deepz.qp_ensemble"):
             ens = qp.Ensemble(
                 qp.mixmod,
