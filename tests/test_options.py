@@ -1,5 +1,6 @@
-"""Option validation in every stage: unknown names (with suggestions), values, band lists; the keys
-RAIL, ceci and rail.interactive pass legitimately are accepted."""
+"""Option validation in every stage: unknown names (a warning with suggestions, an error with
+strict_options), values, band lists; the keys RAIL, ceci and rail.interactive pass legitimately are
+accepted."""
 
 import pytest
 import yaml
@@ -7,6 +8,7 @@ import yaml
 from rail.creation.engines.deepz_sims import DeepzSimCreator
 from rail.deepz import DeepzEstimator, DeepzInformer, DeepzTransferInformer
 from rail.deepz.schema import Option, OptionError, closest
+from rail.deepz.stage_options import UnknownOptionWarning
 from rail.evaluation.deepz_evaluator import DeepzEvaluator
 
 
@@ -21,9 +23,39 @@ STAGES = [
 
 @pytest.mark.parametrize("cls, base", STAGES, ids=[c.__name__ for c, _ in STAGES])
 def test_misspelled_option_names_the_key_and_suggests(cls, base):
+    with pytest.warns(UnknownOptionWarning, match=r"'hdf5_groupnme' \(did you mean 'hdf5_groupname'") as rec:
+        stage = cls.make_stage(name=f"typo_{cls.__name__}", hdf5_groupnme='', **base)
+    assert cls.__name__ in str(rec[0].message) and "strict_options" in str(rec[0].message)
+    assert stage.config.hdf5_groupname != ""  # ignored, as RAIL ignores it
     with pytest.raises(OptionError, match=r"'hdf5_groupnme' \(did you mean 'hdf5_groupname'") as err:
-        cls.make_stage(name=f"typo_{cls.__name__}", hdf5_groupnme='', **base)
+        cls.make_stage(name=f"typo_strict_{cls.__name__}", hdf5_groupnme='', strict_options=True, **base)
     assert cls.__name__ in str(err.value)
+
+
+@pytest.mark.parametrize("cls, base", STAGES, ids=[c.__name__ for c, _ in STAGES])
+def test_wrong_values_stay_errors_without_strict_options(cls, base):
+    """Only unknown names became warnings: a known option with a wrong value is still an error."""
+    wrong = {DeepzInformer: dict(n_folds=0), DeepzTransferInformer: dict(dropout=1.5),
+             DeepzEstimator: dict(odds_window=-1.0), DeepzSimCreator: dict(engine="sps"),
+             DeepzEvaluator: dict(metrics=["cde_loss"])}[cls]
+    with pytest.raises(ValueError):
+        cls.make_stage(name=f"bad_value_{cls.__name__}", **base, **wrong).check_options()
+
+
+def test_one_config_dict_for_several_estimators_warns_once_per_stage(small_train, tiny):
+    """RAIL's demo notebooks reuse KNN's / FlexZBoost's dict for the next estimator: Deepz runs with it,
+    warning once (at construction) about each key it does not have."""
+    knn_dict = dict(zmin=0.0, zmax=3.0, nzbins=301, trainfrac=0.75, sigma_grid_min=0.01, sigma_grid_max=0.07,
+                    ngrid_sigma=10, nneigh_min=3, nneigh_max=7, hdf5_groupname="")
+    with pytest.warns(UnknownOptionWarning) as rec:
+        stage = DeepzInformer.make_stage(name="shared_dict", output_mode="return", **knn_dict, **tiny())
+        stage.inform(small_train)
+    messages = [str(r.message) for r in rec if issubclass(r.category, UnknownOptionWarning)]
+    assert len(messages) == 1
+    for key in ("trainfrac", "sigma_grid_min", "ngrid_sigma", "nneigh_min"):
+        assert f"'{key}'" in messages[0]
+    assert "'zmin'" not in messages[0]  # RAIL shared parameters are known
+    assert stage.get_data("model") is not None
 
 
 @pytest.mark.parametrize("cls, base", STAGES, ids=[c.__name__ for c, _ in STAGES])
@@ -36,18 +68,18 @@ def test_ceci_and_rail_keys_are_accepted(cls, base, tmp_path):
 
 
 def test_informer_specific_typos():
-    with pytest.raises(OptionError, match="'n_fold'.*'n_folds'"):
-        DeepzInformer.make_stage(name="t1", n_fold=3)
-    with pytest.raises(OptionError, match="'learning_rate'.*'learning_rates'"):
-        DeepzInformer.make_stage(name="t2", learning_rate=[1e-3])
-    with pytest.raises(OptionError, match="'odds_windw'.*'odds_window'"):
-        DeepzEstimator.make_stage(name="t3", odds_windw=0.1)
-    with pytest.raises(OptionError, match="'dropout' \\(no similar option\\)"):
-        DeepzEstimator.make_stage(name="t3b", dropout=0.1)  # an informer option, not an estimator one
-    with pytest.raises(OptionError, match="'engin'.*'engine'"):
-        DeepzSimCreator.make_stage(name="t4", n_samples=5, engin="ssp")
-    with pytest.raises(OptionError, match="'metric'.*'metrics'"):
-        DeepzEvaluator.make_stage(name="t5", metric=["pit"])
+    cases = [(DeepzInformer, {}, dict(n_fold=3), "'n_fold'.*'n_folds'"),
+             (DeepzInformer, {}, dict(learning_rate=[1e-3]), "'learning_rate'.*'learning_rates'"),
+             (DeepzEstimator, {}, dict(odds_windw=0.1), "'odds_windw'.*'odds_window'"),
+             # an informer option, not an estimator one
+             (DeepzEstimator, {}, dict(dropout=0.1), "'dropout' \\(no similar option\\)"),
+             (DeepzSimCreator, dict(n_samples=5), dict(engin="ssp"), "'engin'.*'engine'"),
+             (DeepzEvaluator, {}, dict(metric=["pit"]), "'metric'.*'metrics'")]
+    for i, (cls, base, typo, pattern) in enumerate(cases):
+        with pytest.warns(UnknownOptionWarning, match=pattern):
+            cls.make_stage(name=f"t{i}", **base, **typo)
+        with pytest.raises(OptionError, match=pattern):
+            cls.make_stage(name=f"t{i}s", strict_options=True, **base, **typo)
 
 
 def test_values_are_checked_before_training(tiny, small_train):
@@ -100,7 +132,7 @@ def test_evaluator_unknown_metric():
 def test_sim_creator_values_and_late_overrides():
     with pytest.raises(ValueError, match="engine"):
         DeepzSimCreator.make_stage(name="sim_bad", n_samples=5, engine="sps")
-    stage = DeepzSimCreator.make_stage(name="sim_late", n_samples=5, output_mode="return")
+    stage = DeepzSimCreator.make_stage(name="sim_late", n_samples=5, output_mode="return", strict_options=True)
     with pytest.raises(OptionError, match="'nosie_model'.*'noise_model'"):
         stage.sample(5, 1, nosie_model="snr")  # a typo passed to the entrypoint
 
@@ -109,7 +141,8 @@ def test_interactive_api_rejects_typos_before_work(small_train):
     import rail.interactive as ri
 
     with pytest.raises(OptionError, match="'n_fold'"):
-        ri.estimation.algos.deepz.deepz_informer(training_data=small_train, hdf5_groupname="", n_fold=2)
+        ri.estimation.algos.deepz.deepz_informer(training_data=small_train, hdf5_groupname="", n_fold=2,
+                                                 strict_options=True)
 
 
 def test_ceci_config_file_checks_only_this_stage_section(tmp_path, small_train):
@@ -126,11 +159,16 @@ def test_ceci_config_file_checks_only_this_stage_section(tmp_path, small_train):
 
     cfg["inform_deepz"]["n_fold"] = 3
     path.write_text(yaml.safe_dump(cfg))
+    with pytest.warns(UnknownOptionWarning, match=r"'n_fold'.*'n_folds'"):
+        DeepzInformer.make_stage(name="inform_deepz", config=str(path))
+    cfg["inform_deepz"]["strict_options"] = True
+    path.write_text(yaml.safe_dump(cfg))
     with pytest.raises(OptionError, match=r"'n_fold'.*'n_folds'"):
         DeepzInformer.make_stage(name="inform_deepz", config=str(path))
 
     # the command line ceci builds for a pipeline stage (argparse namespace, every option present)
     cfg["inform_deepz"].pop("n_fold")
+    cfg["inform_deepz"].pop("strict_options")
     path.write_text(yaml.safe_dump(cfg))
     args = DeepzInformer.parse_command_line(
         ["DeepzInformer", f"--config={path}", "--input=in.hdf5", "--model=m.npz", "--name=inform_deepz"])

@@ -50,8 +50,8 @@ def closest(name: str, valid: Iterable[str], n: int = 3) -> list[str]:
     return found[:n]
 
 
-def unknown_option_error(owner: str, keys: Sequence[str], valid: Iterable[str]) -> OptionError:
-    """The error for unknown option names, with the closest valid names."""
+def unknown_option_error(owner: str, keys: Sequence[str], valid: Iterable[str], list_valid: bool = True) -> OptionError:
+    """The error for unknown option names, with the closest valid names (and all of them, ``list_valid``)."""
     valid = sorted(set(valid))
     parts = []
     for key in keys:
@@ -59,8 +59,8 @@ def unknown_option_error(owner: str, keys: Sequence[str], valid: Iterable[str]) 
         hint = f"did you mean {' or '.join(repr(v) for v in near)}?" if near else "no similar option"
         parts.append(f"{key!r} ({hint})")
     return OptionError(
-        f"{owner}: unknown option{'s' if len(keys) > 1 else ''} {', '.join(parts)}. "
-        f"Valid options: {', '.join(valid)}"
+        f"{owner}: unknown option{'s' if len(keys) > 1 else ''} {', '.join(parts)}"
+        + (f". Valid options: {', '.join(valid)}" if list_valid else "")
     )
 
 
