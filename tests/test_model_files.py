@@ -236,3 +236,28 @@ def test_umask_is_read_without_proc(monkeypatch, umask):
     monkeypatch.setattr(model_io, "open", no_proc, raising=False)
     assert model_io.current_umask() == 0o027
     assert os.umask(0o027) == 0o027  # restored
+
+
+def test_a_pickled_model_is_its_archive_and_loads_safely(tmp_path):
+    """``pickle.dump(model)`` holds the model file's bytes; load_model admits that and nothing else."""
+    m = _model()
+    path = tmp_path / "m.pkl"
+    with open(path, "wb") as f:
+        pickle.dump(m, f)
+    assert b"PK\x03\x04" in path.read_bytes()  # the numpy archive, not pickled arrays
+    back = load_model(str(path))
+    assert back["meta"] == m["meta"]
+    for key, arr in m["arrays"].items():
+        np.testing.assert_array_equal(back["arrays"][key], arr)
+    # a damaged archive inside the pickle fails its checks
+    raw = bytearray(path.read_bytes())
+    at = raw.index(b"PK\x03\x04") + 200
+    raw[at] ^= 0xFF
+    (tmp_path / "bad.pkl").write_bytes(bytes(raw))
+    with pytest.raises(ModelFormatError):
+        load_model(str(tmp_path / "bad.pkl"))
+    # other pickles stay refused, whatever they hold
+    with open(tmp_path / "dict.pkl", "wb") as f:
+        pickle.dump(dict(m), f)
+    with pytest.raises(ModelFormatError, match="not a pz-rail-deepz model file"):
+        load_model(str(tmp_path / "dict.pkl"))

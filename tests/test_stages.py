@@ -204,3 +204,19 @@ def test_wrong_model_files_fail_clearly(inform, small_train, tmp_path):
     wrong_version = dict(model, format_version=99)
     with pytest.raises(ModelFormatError, match="format version 99"):
         _estimate(wrong_version, small_train)
+
+
+def test_notebook_pickle_pattern(inform, small_train, tmp_path):
+    """RAIL's photometry notebook: ``pickle.dump(model, f)``, then ``model="file.pkl"`` for the estimator."""
+    model = inform(small_train)
+    path = tmp_path / "deepz_model.pkl"
+    with open(path, "wb") as f:
+        pickle.dump(model, f)
+    from_pickle = _estimate(str(path), small_train, name="from_pickle")
+    in_memory = _estimate(model, small_train, name="in_memory")
+    for key in ("weights", "means", "stds"):
+        np.testing.assert_array_equal(from_pickle.objdata[key], in_memory.objdata[key])
+    with open(path, "rb") as f:  # a plain pickle.load gives the same model back
+        again = pickle.load(f)
+    assert again["meta"] == model["meta"]
+

@@ -30,6 +30,8 @@ _EXPORTS = {
     "PointOutlierFraction15": "rail.deepz.metrics",
     "photoz_scores": "rail.deepz.metrics",
     "sigma68": "rail.deepz.metrics",
+    # the name a pickled model refers to (stable wherever the model code lives)
+    "model_from_archive": "rail.deepz.model_io",
 }
 
 #: Deepz's entry for RAIL's algorithm libraries: pz-rail-pipelines' ``PZ_ALGORITHMS`` (``PzPipeline``,

@@ -21,13 +21,20 @@ ever executed. The file is written to a temporary name in the same folder, flush
 renamed, so a crash never leaves a partial model under the final name (an older model there stays
 intact). A truncated, tampered, foreign or newer-format file raises :class:`ModelFormatError`
 saying which.
+
+RAIL's notebooks also save a trained model with ``pickle.dump(model, f)`` and pass the file as
+``model=``: a :class:`DeepzModel` pickles to those same archive bytes, and :func:`load_model` reads
+such a pickle with an unpickler that admits nothing but them (any other pickle is refused before
+anything in it runs).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import pickle
 import tempfile
 import threading
 import zipfile
@@ -42,6 +49,8 @@ __all__ = [
     "ModelFormatError",
     "save_model",
     "load_model",
+    "archive_bytes",
+    "model_from_archive",
     "validate_model",
     "package_versions",
     "pack_model",
@@ -61,7 +70,14 @@ _META_KEY = "__meta__"
 
 
 class DeepzModel(dict):
-    """A model dict (plain data) whose repr stays one line instead of printing every weight."""
+    """A model dict (plain data) whose repr stays one line instead of printing every weight.
+
+    Pickled, it is the bytes of its model file (see :func:`model_from_archive`), so that
+    ``pickle.dump(model, f)`` writes a file :func:`load_model` reads without unpickling anything else.
+    """
+
+    def __reduce__(self) -> tuple:
+        return (model_from_archive, (archive_bytes(self),))
 
     def __repr__(self) -> str:
         meta = self.get("meta", {})
@@ -170,8 +186,8 @@ def mkstemp_for_output(folder: str, prefix: str, suffix: str = ".tmp") -> tuple[
     return fd, tmp
 
 
-def save_model(model: dict, path: str) -> None:
-    """Write a model dict to ``path`` atomically (temporary file in the same folder, then rename)."""
+def _write_archive(model: dict, f: Any) -> None:
+    """Write a model dict as the archive of the model file to the binary file object ``f``."""
     validate_model(model)
     arrays = {k: np.asarray(v) for k, v in model["arrays"].items()}
     objects = [k for k, a in arrays.items() if a.dtype.hasobject]
@@ -183,12 +199,36 @@ def save_model(model: dict, path: str) -> None:
     except TypeError as exc:
         raise ModelFormatError(f"model metadata is not plain JSON data: {exc}") from exc
     meta_bytes = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
+    np.savez(f, allow_pickle=False, **{_META_KEY: meta_bytes}, **arrays)
+
+
+def archive_bytes(model: dict) -> bytes:
+    """The bytes of the model file of ``model`` (what :func:`save_model` writes)."""
+    buffer = io.BytesIO()
+    _write_archive(model, buffer)
+    return buffer.getvalue()
+
+
+def model_from_archive(data: bytes) -> "DeepzModel":
+    """The model in the bytes of a model file (the inverse of :func:`archive_bytes`)."""
+    return _read_archive(io.BytesIO(bytes(data)), "the pickled model")
+
+
+# a pickled model names this function as rail.deepz.model_from_archive: a public name that stays put
+# when the modules behind it move, so that pickles keep loading
+model_from_archive.__module__ = "rail.deepz"
+_PICKLE_GLOBAL = ("rail.deepz", "model_from_archive")
+
+
+def save_model(model: dict, path: str) -> None:
+    """Write a model dict to ``path`` atomically (temporary file in the same folder, then rename)."""
+    validate_model(model)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = mkstemp_for_output(folder, ".deepz_model_")  # mode 0o666 & ~umask, not mkstemp's 0600
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, allow_pickle=False, **{_META_KEY: meta_bytes}, **arrays)
+            _write_archive(model, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -198,41 +238,76 @@ def save_model(model: dict, path: str) -> None:
         raise
 
 
+class _ModelUnpickler(pickle.Unpickler):
+    """Admits only :func:`model_from_archive` (a pickled :class:`DeepzModel`); refuses any other global."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == _PICKLE_GLOBAL:
+            return model_from_archive
+        raise pickle.UnpicklingError(f"{module}.{name}")
+
+
+def _unpickle_model(path: str) -> "DeepzModel":
+    """A :class:`DeepzModel` pickled with ``pickle.dump(model, f)``; any other pickle is refused unrun."""
+    try:
+        with open(path, "rb") as f:
+            model = _ModelUnpickler(f).load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        raise ModelFormatError(
+            f"'{path}' is not a pz-rail-deepz model file: a pickle of something other than a Deepz model "
+            f"({exc}), refused without running it (pickled models of other RAIL estimators cannot be read "
+            "by DeepzEstimator)") from exc
+    if not isinstance(model, DeepzModel):
+        raise ModelFormatError(f"'{path}' is not a pz-rail-deepz model file: a pickle of a {type(model).__name__}")
+    return model
+
+
 def load_model(path: str) -> dict:
-    """Read a model file written by :func:`save_model`; never unpickles or executes anything."""
+    """Read a model file written by :func:`save_model`, or a pickled :class:`DeepzModel`.
+
+    Nothing is ever executed: archives are read with ``allow_pickle=False``, and a pickle is read by
+    an unpickler that admits only a Deepz model's archive bytes.
+    """
     if not os.path.exists(path):
         raise FileNotFoundError(f"model file '{path}' does not exist")
+    with open(path, "rb") as f:
+        start = f.read(4)
+    if start[:1] == b"\x80":  # a pickle (protocol 2 or later): it may hold a model's archive bytes
+        return _unpickle_model(path)
     if not zipfile.is_zipfile(path):
-        with open(path, "rb") as f:
-            start = f.read(4)
         if start == b"PK\x03\x04":
             raise ModelFormatError(f"'{path}' is damaged or truncated (an incomplete zip archive)")
         raise ModelFormatError(
             f"'{path}' is not a pz-rail-deepz model file (not a numpy .npz archive; "
             "pickled models of other RAIL estimators cannot be read by DeepzEstimator)"
         )
+    return _read_archive(path, f"'{path}'")
+
+
+def _read_archive(file: Any, source: str) -> "DeepzModel":
+    """The model in a model file's archive (a path or a binary file object); ``source`` names it in errors."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with np.load(file, allow_pickle=False) as npz:
             if _META_KEY not in npz.files:
-                raise ModelFormatError(f"'{path}' is a numpy archive but not a pz-rail-deepz model file")
+                raise ModelFormatError(f"{source} is a numpy archive but not a pz-rail-deepz model file")
             header = json.loads(bytes(npz[_META_KEY]).decode("utf-8"))
             arrays = {k: npz[k] for k in npz.files if k != _META_KEY}
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, json.JSONDecodeError) as exc:
         if isinstance(exc, ModelFormatError):
             raise
         if "allow_pickle" in str(exc):
-            raise ModelFormatError(f"'{path}' holds pickled Python objects: refused (a model file holds only "
+            raise ModelFormatError(f"{source} holds pickled Python objects: refused (a model file holds only "
                                    "numeric arrays; it was not written by pz-rail-deepz or was tampered with)") from exc
-        raise ModelFormatError(f"'{path}' is damaged or truncated: {exc}") from exc
+        raise ModelFormatError(f"{source} is damaged or truncated: {exc}") from exc
     if not isinstance(header, dict):
-        raise ModelFormatError(f"'{path}' is a numpy archive but not a pz-rail-deepz model file")
+        raise ModelFormatError(f"{source} is a numpy archive but not a pz-rail-deepz model file")
     model = DeepzModel(format=header.get("format"), format_version=header.get("format_version"),
                        arrays=arrays, meta=header.get("meta", {}))
-    validate_model(model, source=f"'{path}'")
+    validate_model(model, source=source)
     if header.get("sha256") != _checksum(arrays):
-        raise ModelFormatError(f"'{path}' failed its checksum: the file was modified or corrupted")
+        raise ModelFormatError(f"{source} failed its checksum: the file was modified or corrupted")
     if "meta_sha256" in header and header["meta_sha256"] != _meta_checksum(model["meta"]):
-        raise ModelFormatError(f"'{path}' failed its metadata checksum: the metadata was modified")
+        raise ModelFormatError(f"{source} failed its metadata checksum: the metadata was modified")
     return model
 
 
