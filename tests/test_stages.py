@@ -220,3 +220,32 @@ def test_notebook_pickle_pattern(inform, small_train, tmp_path):
         again = pickle.load(f)
     assert again["meta"] == model["meta"]
 
+
+def test_wrong_groupname_names_the_groups_there_are(inform, small_train, tmp_path):
+    grouped = {"photometry": small_train}
+    pattern = r"hdf5_groupname 'photometri' is not a group.*groups are \['photometry'\].*did you mean 'photometry'"
+    stage = DeepzInformer.make_stage(name="inf_group", output_mode="return", hdf5_groupname="photometri")
+    with pytest.raises(KeyError, match=pattern):
+        stage.inform(grouped)
+    model = inform(small_train)
+    path = tmp_path / "in.hdf5"
+    tables_io.write(grouped, str(path))
+    for name, data in (("est_group_mem", grouped), ("est_group_file", TableHandle("t", path=str(path)))):
+        stage = DeepzEstimator.make_stage(name=name, model=model, output_mode="return", hdf5_groupname="photometri")
+        with pytest.raises(KeyError, match=pattern):
+            stage.estimate(data)
+    flat = tmp_path / "flat.hdf5"
+    tables_io.write(small_train, str(flat))
+    stage = DeepzEstimator.make_stage(name="est_flat", model=model, output_mode="return", hdf5_groupname="photometry")
+    with pytest.raises(KeyError, match=r"no groups \(a flat table.*set hdf5_groupname=''"):
+        stage.estimate(TableHandle("t", path=str(flat)))
+
+
+def test_a_missing_band_column_names_the_bands_option(inform, small_train):
+    model = inform(small_train)
+    table = {k: v for k, v in small_train.items() if k != "mag_y_lsst"}
+    with pytest.raises(KeyError, match=r"'mag_y_lsst' \(named by option 'bands'\).*leave it out of options 'bands'"):
+        inform(table)
+    with pytest.raises(KeyError, match=r"'mag_y_lsst' \(named by option 'bands'\).*model was trained on bands.*"
+                                       r"inform a model whose 'bands'"):
+        _estimate(model, table)

@@ -87,13 +87,24 @@ class Photometry:
         return self.flux.shape[0]
 
 
-def _missing_column_error(data: Mapping, col: str) -> KeyError:
+def _missing_column_error(data: Mapping, col: str, option: str | None = None, advice: str = "") -> KeyError:
+    """A missing column: which option named it, what to do (``advice``), the closest and all columns."""
     import difflib
 
     names = sorted(map(str, data.keys()))
     near = difflib.get_close_matches(col, names, n=3, cutoff=0.6)
     hint = f"did you mean {' or '.join(repr(n) for n in near)}? " if near else ""
-    return KeyError(f"column '{col}' not found in the input table; {hint}available columns: {', '.join(names)}")
+    named = f" (named by option '{option}')" if option else ""
+    advice = f"{advice}; " if advice else ""
+    return KeyError(f"column '{col}'{named} not found in the input table; {advice}{hint}"
+                    f"available columns: {', '.join(names)}")
+
+
+def _band_advice(bands: Sequence[str], for_model: bool) -> str:
+    if for_model:
+        return (f"the model was trained on bands {list(bands)}: to estimate without one, inform a model whose "
+                "'bands' and 'err_bands' leave it out")
+    return "to train without that band, leave it out of options 'bands' and 'err_bands' (and 'mag_limits')"
 
 
 def _text_to_float(values: np.ndarray, col: str) -> tuple[np.ndarray, np.ndarray]:
@@ -117,12 +128,16 @@ def _text_to_float(values: np.ndarray, col: str) -> tuple[np.ndarray, np.ndarray
     return out, failed
 
 
-def _as_float_column(data: Mapping, col: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """A column as float64 (N,), and a mask of entries that were not numbers (or None)."""
+def _as_float_column(data: Mapping, col: str, option: str | None = None,
+                     advice: str = "") -> tuple[np.ndarray, np.ndarray | None]:
+    """A column as float64 (N,), and a mask of entries that were not numbers (or None).
+
+    A missing column is a KeyError naming ``option`` (the option that lists it) and ``advice``.
+    """
     try:
         raw = data[col]
     except KeyError as exc:
-        raise _missing_column_error(data, col) from exc
+        raise _missing_column_error(data, col, option, advice) from exc
     values = np.asarray(raw)
     if values.ndim == 2 and values.shape[1] == 1:
         values = values[:, 0]
@@ -243,14 +258,16 @@ def read_photometry(
     nondetect_val: float = 99.0,
     nonobserved_val: float = -99.0,
     photometry: str = "magnitudes",
+    for_model: bool = False,
 ) -> Photometry:
     """Read the columns ``bands`` and error columns ``err_bands`` of a table into fluxes.
 
     ``photometry``: the columns hold AB magnitudes (``"magnitudes"``, :func:`magnitudes_to_fluxes`)
     or fluxes in nJy (``"fluxes"``, :func:`flux_columns_to_photometry`).
 
-    Raises ``KeyError`` naming a missing column, ``ValueError`` for an empty table, mismatched
-    band lists, a band without a ``mag_limits`` entry, or a band with no usable value at all.
+    Raises ``KeyError`` naming a missing column and its option (advice for training, or with
+    ``for_model`` for a trained model's bands), ``ValueError`` for an empty table, mismatched band
+    lists, a band without a ``mag_limits`` entry, or a band with no usable value at all.
     """
     check_band_lists(bands, err_bands)
     columns = getattr(data, "columns", None)  # a DataFrame may hold a column name twice
@@ -259,8 +276,9 @@ def read_photometry(
         dup = sorted({c for c in list(bands) + list(err_bands) if names.count(c) > 1})
         if dup:
             raise ValueError(f"column(s) {dup} appear more than once in the input table (duplicated names)")
-    mag_cols = [_as_float_column(data, b) for b in bands]
-    err_cols = [_as_float_column(data, e) for e in err_bands]
+    advice = _band_advice(bands, for_model)
+    mag_cols = [_as_float_column(data, b, "bands", advice) for b in bands]
+    err_cols = [_as_float_column(data, e, "err_bands", advice) for e in err_bands]
     lengths = {len(c) for c, _ in mag_cols + err_cols}
     if len(lengths) > 1:
         raise ValueError(f"the band columns have different lengths {sorted(lengths)}")
@@ -472,4 +490,5 @@ def read_model_photometry(table: Mapping, bands: Sequence[str], err_bands: Seque
             return exposure_photometry(*unpack_exposures(table, keys))
         if all(f"flux_{k}" in table and f"flux_err_{k}" in table for k in keys):
             return _coadd_columns(table, keys)
-    return read_photometry(table, bands, err_bands, mag_limits, nondetect_val, nonobserved_val, photometry)
+    return read_photometry(table, bands, err_bands, mag_limits, nondetect_val, nonobserved_val, photometry,
+                           for_model=True)

@@ -11,6 +11,7 @@ import gc
 import os
 from typing import Any
 
+import h5py
 import numpy as np
 import qp
 import tables_io
@@ -35,17 +36,33 @@ from rail.deepz.stage_options import CheckedOptions
 __all__ = ["DeepzInformer", "DeepzTransferInformer", "DeepzTargetInformer", "DeepzTargetTransferInformer", "DeepzEstimator"]
 
 
-def _select_group(data: Any, groupname: str, option_owner: str) -> Any:
+def _missing_group(owner: str, group: str, groups: list[str], where: str, option: str = "hdf5_groupname") -> KeyError:
+    """The error for a group option (``hdf5_groupname``) naming no group of the input: names the ones there are."""
+    from rail.deepz.schema import closest
+
+    if groups:
+        near = closest(group, groups, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        found = f"its groups are {groups}{hint}; {option}='' reads a flat table"
+    else:
+        found = f"it has no groups (a flat table, columns at the top level): set {option}=''"
+    return KeyError(f"{owner}: {option} '{group}' is not a group of {where}; {found}")
+
+
+def _groups(data: Any) -> list[str]:
+    """The names of the groups (tables) in an input held in memory."""
+    return sorted(str(k) for k, v in data.items() if hasattr(v, "keys")) if hasattr(data, "items") else []
+
+
+def _select_group(data: Any, groupname: str, owner: str, where: str = "input 'input'",
+                  option: str = "hdf5_groupname") -> Any:
     """The table inside ``data[groupname]`` (RAIL's hdf5_groupname convention), with a clear error."""
     if not groupname:
         return data
     try:
         return data[groupname]
     except (KeyError, TypeError, IndexError) as exc:
-        raise KeyError(
-            f"{option_owner}: hdf5_groupname '{groupname}' not found in the input table; "
-            "set hdf5_groupname='' for a flat table"
-        ) from exc
+        raise _missing_group(owner, groupname, _groups(data), where, option) from exc
 
 
 class _InputFilesChecked:
@@ -176,7 +193,7 @@ class DeepzInformer(CheckedOptions, _InputFilesChecked, CatInformer):
             if nested:
                 raise KeyError(f"{self.name}: input '{tag}' holds its columns in group '{nested[0]}': set "
                                f"{group_option}='{nested[0]}' or pass the flat table")
-        return _select_group(value, group, f"{self.name} (input '{tag}', option '{group_option}')")
+        return _select_group(value, group, f"{self.name} '{self.instance_name}'", f"input '{tag}'", group_option)
 
     def _sims(self) -> Any:
         """The simulation table: ``inform(..., sims=...)`` or the 'sims' input, or None."""
@@ -208,7 +225,7 @@ class DeepzInformer(CheckedOptions, _InputFilesChecked, CatInformer):
     def run(self) -> None:
         opts = self.inform_options()
         resolve_device(opts.device)
-        data = _select_group(self.get_data("input"), self.config.hdf5_groupname, self.name)
+        data = _select_group(self.get_data("input"), self.config.hdf5_groupname, f"{self.name} '{self.instance_name}'")
         set_num_threads(self.config.num_threads)
         log = self._progress
         sims = self._sims()
@@ -386,6 +403,23 @@ class DeepzEstimator(CheckedOptions, _InputFilesChecked, CatEstimator):
             super()._finalize_run()
             return
         self.comm.Barrier()  # every rank's chunks are written
+
+    def input_iterator(self, tag: str, **kwargs: Any) -> Any:
+        """RAIL's input iterator, after checking that ``hdf5_groupname`` is a group of the input (RAIL
+        would read the whole file and fail on a missing column, or raise a bare KeyError)."""
+        group = kwargs.get("groupname", self.config.hdf5_groupname)
+        if tag == "input" and group:
+            handle = self.get_handle(tag, allow_missing=True)
+            owner = f"{self.name} '{self.instance_name}'"
+            if handle.data is not None and hasattr(handle.data, "items"):
+                if group not in handle.data:
+                    raise _missing_group(owner, group, _groups(handle.data), "input 'input'")
+            elif handle.path not in (None, "None", "none") and h5py.is_hdf5(handle.path):
+                with h5py.File(handle.path, "r") as f:
+                    if group not in f:
+                        groups = sorted(k for k in f if isinstance(f[k], h5py.Group))
+                        raise _missing_group(owner, group, groups, f"input file '{handle.path}'")
+        return super().input_iterator(tag, **kwargs)
 
     def estimate_options(self) -> Any:
         """The stage's options as a checked :class:`rail.deepz.options.EstimateOptions`."""
