@@ -82,20 +82,28 @@ def _checked_arguments(argv: list[str] | None) -> tuple[argparse.Namespace, str,
     return args, train_path, test_path, inform_config
 
 
-def _inform(args: argparse.Namespace, train_path: str, inform_config: dict, model_path: str, common: dict) -> float:
-    """Simulate (unless ``--sims 0``), pretrain and fine-tune, write the model; returns the seconds taken."""
-    import tables_io
+def _simulate(args: argparse.Namespace) -> tuple[Any, float]:
+    """Step 1: the simulations (None with ``--sims 0``) and the seconds taken."""
     from rail.creation.engines.deepz_sims import DeepzSimCreator
+
+    t0 = time.time()
+    if args.sims <= 0:
+        print("[1/4] simulate: skipped (--sims 0: training from scratch)", flush=True)
+        return None, 0.0
+    print(f"[1/4] simulate: {args.sims} galaxies with DeepzSimCreator (ssp engine)", flush=True)
+    creator = DeepzSimCreator.make_stage(name="simulate_deepz", n_samples=args.sims, seed=args.seed,
+                                         output=os.path.join(args.output_dir, "deepz_sims.hdf5"))
+    return creator.sample().data, time.time() - t0
+
+
+def _inform(args: argparse.Namespace, sims: Any, train_path: str, inform_config: dict, model_path: str,
+            common: dict) -> float:
+    """Step 2: pretrain on ``sims`` (if any) and fine-tune, write the model; returns the seconds taken."""
+    import tables_io
     from rail.estimation.algos.deepz import DeepzInformer
 
     t0 = time.time()
-    sims = None
-    if args.sims > 0:
-        print(f"[0/3] simulate: {args.sims} galaxies with DeepzSimCreator (ssp engine)", flush=True)
-        creator = DeepzSimCreator.make_stage(name="simulate_deepz", n_samples=args.sims, seed=args.seed,
-                                             output=os.path.join(args.output_dir, "deepz_sims.hdf5"))
-        sims = creator.sample().data
-    print(f"[1/3] inform: {'pretraining on the simulations, then fine-tuning' if sims else 'training'} "
+    print(f"[2/4] inform: {'pretraining on the simulations, then fine-tuning' if sims else 'training'} "
           f"Deepz on {train_path}", flush=True)
     informer = DeepzInformer.make_stage(name="inform_deepz", model=model_path, seed=args.seed,
                                         **common, **inform_config)
@@ -133,8 +141,9 @@ def _print_scores(scores: dict, rail_summary: dict[str, float]) -> None:
         ("PIT AD", scores["pit_ad"], None),
         ("CDE loss (grid 0-3 | RAIL: 0-2.5)", scores["cde_loss"], rail_summary.get("cdeloss_redshift")),
     ]
-    print(f"\nDeepz on {scores['n']} galaxies (simulate + inform {scores['inform_seconds']:.0f} s, estimate "
-          f"{scores['estimate_seconds']:.1f} s, {scores['galaxies_per_second']:,.0f} galaxies/s)")
+    print(f"\nDeepz on {scores['n']} galaxies (simulate {scores['simulate_seconds']:.0f} s, inform "
+          f"{scores['inform_seconds']:.0f} s, estimate {scores['estimate_seconds']:.1f} s, "
+          f"{scores['galaxies_per_second']:,.0f} galaxies/s)")
     print(f"{'metric':34s} {'photoz_scores':>14s} {'RAIL evaluator':>15s}")
     for name, ours, rails in rows:
         a = "" if ours is None else f"{ours:.4f}"
@@ -156,20 +165,21 @@ def main(argv: list[str] | None = None) -> dict:
     model_path = os.path.join(args.output_dir, "deepz_model.npz")
     pdf_path = os.path.join(args.output_dir, "deepz_pdfs.hdf5")
     common = dict(hdf5_groupname="photometry", device=args.device, num_threads=args.num_threads)
-    t_inform = _inform(args, train_path, inform_config, model_path, common)
+    sims, t_simulate = _simulate(args)
+    t_inform = _inform(args, sims, train_path, inform_config, model_path, common)
 
-    print(f"[2/3] estimate: PDFs for {test_path}", flush=True)
+    print(f"[3/4] estimate: PDFs for {test_path}", flush=True)
     t0 = time.time()
     estimator = DeepzEstimator.make_stage(name="estimate_deepz", model=model_path, output=pdf_path,
                                           chunk_size=100_000, **common)
     ens = estimator.estimate(TableHandle("test", path=test_path)).data
     t_estimate = time.time() - t0
 
-    print("[3/3] evaluate: RAIL evaluator (DeepzEvaluator) and photoz_scores", flush=True)
+    print("[4/4] evaluate: RAIL evaluator (DeepzEvaluator) and photoz_scores", flush=True)
     ztrue = np.asarray(tables_io.read(test_path)["photometry"]["redshift"], dtype=float)
     rail_summary = _evaluate(args.output_dir, estimator.get_handle("output"), test_path)
     scores = photoz_scores(ens, ztrue)
-    scores.update(inform_seconds=t_inform, estimate_seconds=t_estimate,
+    scores.update(simulate_seconds=t_simulate, inform_seconds=t_inform, estimate_seconds=t_estimate,
                   galaxies_per_second=len(ztrue) / t_estimate, rail_evaluator=rail_summary)
     with open(os.path.join(args.output_dir, "scores.json"), "w") as f:
         json.dump(scores, f, indent=2)
