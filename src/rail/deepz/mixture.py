@@ -391,7 +391,24 @@ def _central_moments(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, to
     return shift, 1.0 + (apa - bpb) / mass - shift * shift
 
 
-_FOLD_SIGMAS = 9.0  # components farther than this from both bounds (in their own widths) are left as they are
+# components farther than this (in their own widths) inside both bounds have less than 1e-7 of their mass
+# outside, below what a float32 PDF resolves: they are left as they are
+_FOLD_SIGMAS = 5.2
+
+
+def _truncated_moments(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance of N(0, 1) truncated to [a, b] (a < b), each case with its stable formula."""
+    shift, var = torch.empty_like(a), torch.empty_like(a)
+    below, above = a >= 0.0, b <= 0.0  # mostly under the lower / over the upper bound: the tail forms
+    mid = ~(below | above)
+    if bool(mid.any()):
+        shift[mid], var[mid] = _central_moments(a[mid], b[mid])
+    if bool(below.any()):
+        shift[below], var[below] = _tail_moments(a[below], b[below])
+    if bool(above.any()):
+        hs, hv = _tail_moments(-b[above], -a[above])  # mirrored
+        shift[above], var[above] = -hs, hv
+    return shift, var
 
 
 def fold_into_range(
@@ -402,8 +419,8 @@ def fold_into_range(
     Each component is replaced by the Gaussian with the mean and variance of its part inside
     [lo, hi] (a truncated normal), so every mean lies in the range (and with them the mixture's
     mode, median and mean) and the weights are unchanged. One pass leaves 9% of a component
-    centred on a bound outside, a second (``passes`` = 2) 4%. Components more than 9 of their
-    widths inside both bounds, whose mass outside is below 1e-19, are returned unchanged.
+    centred on a bound outside, a second (``passes`` = 2) 4%. Components more than 5.2 of their
+    widths inside both bounds, whose mass outside is below 1e-7, are returned unchanged.
     """
     near = ((lo - means) > -_FOLD_SIGMAS * stds) | ((hi - means) < _FOLD_SIGMAS * stds)
     if not bool(near.any()):
@@ -411,14 +428,7 @@ def fold_into_range(
     where = near.nonzero(as_tuple=True)
     m, s = means[where].double(), stds[where].double()  # few elements: float64 keeps the tail formulas exact
     for _ in range(passes):
-        a, b = (lo - m) / s, (hi - m) / s
-        below, above = a >= 0.0, b <= 0.0  # mostly under lo / over hi: the tail forms
-        a0, nb0 = a.clamp_min(0.0), (-b).clamp_min(0.0)
-        low_shift, low_var = _tail_moments(a0, torch.maximum(b, a0))
-        high_shift, high_var = _tail_moments(nb0, torch.maximum(-a, nb0))  # mirrored
-        mid_shift, mid_var = _central_moments(a.clamp_max(0.0), b.clamp_min(0.0))
-        shift = torch.where(below, low_shift, torch.where(above, -high_shift, mid_shift))
-        var = torch.where(below, low_var, torch.where(above, high_var, mid_var))
+        shift, var = _truncated_moments((lo - m) / s, (hi - m) / s)
         m = (m + s * shift).clamp(lo, hi)
         s = (s * torch.sqrt(var.clamp_min(0.0))).clamp_min(min_std)
     return means.index_put(where, m.to(means.dtype)), stds.index_put(where, s.to(stds.dtype))
