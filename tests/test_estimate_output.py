@@ -138,8 +138,9 @@ def test_turn_taking_rejects_a_chunk_of_another_rank_and_waits_its_turn(tmp_path
 
 def test_compact_output_preserves_moments_and_calibration(trained, dc2_valid):
     tmp, model, inp = trained
-    # a range wide enough that folding into [zmin, zmax] leaves the tiny model's wide PDFs alone
-    wide = dict(pdf_dtype="float64", zmin=-20.0, zmax=20.0)
+    # a range wide enough that folding into [zmin, zmax] leaves the tiny model's wide PDFs alone; the
+    # ensemble's members (the compact network has only n_gaussians components)
+    wide = dict(pdf_dtype="float64", zmin=-20.0, zmax=20.0, network="ensemble")
     full = qp.read(_run("est_full", model, inp, str(tmp / "full.hdf5"), **wide).get_output("output", final_name=True))
     small = qp.read(_run("est_small", model, inp, str(tmp / "small.hdf5"), n_output_components=2,
                          **wide).get_output("output", final_name=True))
@@ -264,9 +265,10 @@ def test_reduced_precision_is_close_to_float32(trained):
 
 def test_float32_pdfs_are_the_rounded_float64_pdfs(trained):
     tmp, model, inp = trained
-    f64 = qp.read(_run("est_d64", model, inp, str(tmp / "d64.hdf5"), pdf_dtype="float64").get_output(
+    f64 = qp.read(_run("est_d64", model, inp, str(tmp / "d64.hdf5"), pdf_dtype="float64", network="ensemble")
+                  .get_output("output", final_name=True))
+    f32 = qp.read(_run("est_d32", model, inp, str(tmp / "d32.hdf5"), network="ensemble").get_output(
         "output", final_name=True))
-    f32 = qp.read(_run("est_d32", model, inp, str(tmp / "d32.hdf5")).get_output("output", final_name=True))
     assert f32.objdata["means"].dtype == np.float32 and f64.objdata["means"].dtype == np.float64
     for key in ("means", "stds"):
         np.testing.assert_array_equal(f32.objdata[key], f64.objdata[key].astype(np.float32))

@@ -67,7 +67,8 @@ def _prior_rows(ens, model):
     """Rows holding the model's prior mixture (folded into the default [zmin, zmax] like every PDF)."""
     from rail.deepz.mixture import fold_into_range
 
-    prior = (torch.as_tensor(model["arrays"][f"prior/{k}"]) for k in ("means", "stds"))
+    prefix = "compact/prior" if "compact" in model["meta"] else "prior"  # the estimator's default network's prior
+    prior = (torch.as_tensor(model["arrays"][f"{prefix}/{k}"]) for k in ("means", "stds"))
     means = fold_into_range(*prior, 0.0, 3.0)[0].numpy()
     return np.all(np.isclose(ens.objdata["means"], means[None, :]), axis=1)
 

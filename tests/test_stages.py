@@ -68,7 +68,9 @@ def test_output_is_a_normalised_mixture_with_ancil(tiny, inform, small_train):
     ens = _estimate(model, small_train, calculated_point_estimates=["zmean", "zmode", "zmedian"])
     assert ens.gen_func is qp.mixmod.create_gen or isinstance(ens.gen_obj, qp.mixmod_gen) or "mixmod" in str(type(ens.gen_obj))
     n_members, g = 2, tiny()["n_gaussians"]
-    assert ens.objdata["weights"].shape == (1000, n_members * g)
+    assert ens.objdata["weights"].shape == (1000, g)  # the compact network's mixture
+    assert _estimate(model, small_train, name="est_ensemble", network="ensemble").objdata["weights"].shape == \
+        (1000, n_members * g)
     assert ens.objdata["weights"].dtype == np.float32  # pdf_dtype default
     np.testing.assert_allclose(ens.objdata["weights"].sum(1), 1.0, rtol=1e-6)
     assert (ens.objdata["stds"] > 0).all()

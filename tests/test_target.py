@@ -446,7 +446,7 @@ def test_target_start_trains_both_and_keeps_the_better(tiny, bright_and_target, 
     out = {}
     for start in ("pooled", "widened", "pretrained"):
         est = DeepzEstimator.make_stage(name=f"est_{start}", model=models[start], hdf5_groupname="",
-                                        output_mode="return", n_output_components=0)
+                                        output_mode="return", n_output_components=0, network="ensemble")
         out[start] = est.estimate(rows).data
         assert np.all(np.isfinite(np.asarray(out[start].ancil["zmode"])))
     assert out["pooled"].npdf == 200 and np.asarray(out["pooled"].objdata["weights"]).shape[1] == 2 * n * n_g

@@ -10,15 +10,16 @@ from torch.profiler import record_function
 
 from . import features as feat
 from . import mixture
-from .calibration import apply_calibration
+from .calibration import Calibration, apply_calibration
 from .flags import compute_flags
 from .inputs import Photometry, read_model_photometry
 from .model_io import unpack_model
+from .options import NETWORKS
 from .networks import DeepzEnsemble, StackedBatchNorm, StackedLinear, mixture_parameters
 from .schema import check_choice
 from .target_shift import coverage_from_log_ratio
 
-__all__ = ["DeepzPredictor", "ANCIL_KEYS", "FusedEnsemble", "unit_sum_weights"]
+__all__ = ["DeepzPredictor", "ANCIL_KEYS", "FusedEnsemble", "unit_sum_weights", "point_estimates", "output_pdfs"]
 
 ANCIL_KEYS = ("zmode", "zmean", "zmedian", "zstd", "odds", "coverage", "deepz_flag")
 # network precision at inference (names: rail.deepz.options.PRECISIONS): None = float32, for GPUs the others
@@ -150,10 +151,15 @@ class DeepzPredictor:
     model : the model dict written by DeepzInformer (see :mod:`rail.deepz.model_io`)
     device : a torch device
     batch_size : galaxies per network forward pass (independent of the catalogue chunk size)
+    precision : network precision, one of :data:`PRECISIONS`
+    network : 'compact' (the model's compact network: one network, already calibrated), 'ensemble'
+        (every member, calibrated and pooled) or 'auto' (compact when the model has one)
     """
 
-    def __init__(self, model: dict, device: torch.device, batch_size: int = 1024, precision: str = "float32") -> None:
+    def __init__(self, model: dict, device: torch.device, batch_size: int = 1024, precision: str = "float32",
+                 network: str = "auto") -> None:
         check_choice("precision", precision, list(PRECISIONS))
+        check_choice("network", network, list(NETWORKS))
         unpacked = unpack_model(model, device)
         meta = self.meta = unpacked.meta
         self.device = device
@@ -162,14 +168,25 @@ class DeepzPredictor:
         self.bands: list[str] = list(meta["bands"])
         self.ref_index = self.bands.index(meta["ref_band"])
         self.limits = np.array([meta["mag_limits"][b] for b in self.bands])
-        self.net = unpacked.net
+        if network == "compact" and unpacked.compact is None:
+            raise ValueError(f"option network='compact': this model (format version {model.get('format_version')}) has "
+                             "no compact network; inform it again with compact_network=True (the default) or use "
+                             "network='ensemble'")
+        self.network = "compact" if network != "ensemble" and unpacked.compact is not None else "ensemble"
+        if self.network == "compact":
+            assert unpacked.compact is not None
+            self.net, self.prior = unpacked.compact
+            self.calibration = Calibration()  # trained on the ensemble's calibrated PDFs
+            n_members = 1
+        else:
+            self.net, self.prior = unpacked.net, unpacked.prior
+            self.calibration = unpacked.calibration
+            n_members = unpacked.n_members
         self.fused = FusedEnsemble(self.net).to(device)
         self.mean = torch.as_tensor(unpacked.feature_mean, device=device)
         self.std = torch.as_tensor(unpacked.feature_std, device=device)
-        self.calibration = unpacked.calibration
-        self.prior = unpacked.prior
         self.coverage_model = unpacked.coverage
-        self.n_components = self.calibration.output_members(unpacked.n_members) * unpacked.architecture.n_gaussians
+        self.n_components = self.calibration.output_members(n_members) * unpacked.architecture.n_gaussians
 
     def check_columns(self, bands: Sequence[str], err_bands: Sequence[str]) -> None:
         """Raise if the configured band list does not match the model's."""
@@ -219,45 +236,12 @@ class DeepzPredictor:
         return torch.cat(out_w), torch.cat(out_m), torch.cat(out_s)
 
     @torch.inference_mode()
-    def point_estimates(
-        self, w: torch.Tensor, m: torch.Tensor, s: torch.Tensor, odds_window: float
-    ) -> dict[str, np.ndarray]:
-        """zmode, zmean, zmedian, zstd and ODDS (probability within zmode +- odds_window (1 + zmode))."""
-        out: dict[str, list] = {k: [] for k in ("zmode", "zmean", "zmedian", "zstd", "odds")}
-        # the mixture searches iterate ~300 small torch ops per call: large batches amortise the per-op
-        # cost (they work through cache-sized row chunks internally); (N, K) float64 = 6.5 MB at K = 50
-        step = max(self.batch_size, _POINT_BATCH)
-        for a in range(0, w.shape[0], step):
-            wb, mb, sb = (t[a : a + step].to(self.device) for t in (w, m, s))
-            zmode = mixture.mode(wb, mb, sb)
-            zmean = mixture.mean(wb, mb)
-            var = (wb * (sb * sb + mb * mb)).sum(-1) - zmean * zmean
-            half = odds_window * (1.0 + zmode)
-            out["zmode"].append(zmode)
-            out["zmean"].append(zmean)
-            out["zmedian"].append(mixture.median(wb, mb, sb))
-            out["zstd"].append(torch.sqrt(var.clamp_min(0)))
-            out["odds"].append(mixture.interval_probability(zmode - half, zmode + half, wb, mb, sb).clamp(0.0, 1.0))
-        return {k: torch.cat(v).cpu().numpy() for k, v in out.items()}
-
-    @torch.inference_mode()
     def predict(
         self, table: Mapping, err_bands: Sequence[str], odds_window: float = 0.06, n_output_components: int = 0,
         pdf_dtype: str = "float32", z_range: tuple[float, float] = (0.0, 3.0),
     ) -> dict[str, np.ndarray]:
-        """PDFs and point estimates for every row of a table.
-
-        Returns a dict of numpy arrays: ``weights``, ``means``, ``stds`` (N, K) in ``pdf_dtype``
-        ('float32' or 'float64'; the point estimates are computed in float64 from the stored
-        values) and the ancil columns zmode, zmean, zmedian, zstd, odds, coverage (N,) float64
-        and deepz_flag (N,) int32.
-        ``n_output_components`` > 0 merges each mixture down to at most that many Gaussians
-        (moment-preserving, :func:`rail.deepz.mixture.reduce_components`); the point estimates
-        are then those of the merged mixture. Every component's mass is then moved inside
-        ``z_range`` = (zmin, zmax) (:func:`rail.deepz.mixture.fold_into_range`), so the point
-        estimates lie in it too, and each row's weights sum to at most 1 in float64 (a CDF, and
-        with it a PIT value, never exceeds 1).
-        """
+        """PDFs and point estimates for every row of a table (see :func:`output_pdfs`), with the ancil
+        columns coverage (N,) float64 and deepz_flag (N,) int32."""
         check_choice("pdf_dtype", pdf_dtype, list(PDF_DTYPES))
         with record_function("deepz.read_photometry"):
             phot = self.photometry(table, err_bands)
@@ -274,18 +258,8 @@ class DeepzPredictor:
             rows = torch.as_tensor(np.flatnonzero(bad_ref), device=w.device)
             for t, key in ((w, "weights"), (m, "means"), (s, "stds")):
                 t[rows] = torch.as_tensor(self.prior[key], dtype=t.dtype, device=t.device)
-        if reduce:
-            with record_function("deepz.merge_components"):
-                w, m, s = mixture.reduce_components(w, m, s, n_output_components)
-        with record_function("deepz.fold_into_range"):
-            m, s = mixture.fold_into_range(m, s, *z_range)
-        w = unit_sum_weights(w.to(torch.float32 if pdf_dtype == "float32" else torch.float64))
-        result = {k: t.cpu().numpy().astype(PDF_DTYPES[pdf_dtype], copy=False)
-                  for k, t in (("weights", w), ("means", m), ("stds", s))}
-        # point estimates from exactly the stored values
-        w, m, s = (torch.as_tensor(result[k], device=w.device).double() for k in ("weights", "means", "stds"))
-        with record_function("deepz.point_estimates"):
-            result.update(self.point_estimates(w, m, s, odds_window))
+        result = output_pdfs(w, m, s, n_output_components, pdf_dtype, z_range, odds_window,
+                             max(self.batch_size, _POINT_BATCH))
         result["coverage"] = coverage
         result["deepz_flag"] = flags
         return result
@@ -303,3 +277,52 @@ class DeepzPredictor:
             xs = (x - self.mean.cpu().numpy()) / self.std.cpu().numpy()
             cov = coverage_from_log_ratio(ratio.log_ratio(xs), clip)
         return np.where(bad_ref, 0.0, cov)
+
+
+@torch.inference_mode()
+def point_estimates(w: torch.Tensor, m: torch.Tensor, s: torch.Tensor, odds_window: float,
+                    step: int = _POINT_BATCH) -> dict[str, np.ndarray]:
+    """zmode, zmean, zmedian, zstd and ODDS (probability within zmode +- odds_window (1 + zmode)), each (N,),
+    of mixtures (N, K) with weights summing to 1, ``step`` rows at a time, on their device."""
+    out: dict[str, list] = {k: [] for k in ("zmode", "zmean", "zmedian", "zstd", "odds")}
+    # the mixture searches iterate ~300 small torch ops per call: large batches amortise the per-op
+    # cost (they work through cache-sized row chunks internally); (N, K) float64 = 6.5 MB at K = 50
+    for a in range(0, w.shape[0], step):
+        wb, mb, sb = (t[a : a + step] for t in (w, m, s))
+        zmode = mixture.mode(wb, mb, sb)
+        zmean = mixture.mean(wb, mb)
+        var = (wb * (sb * sb + mb * mb)).sum(-1) - zmean * zmean
+        half = odds_window * (1.0 + zmode)
+        out["zmode"].append(zmode)
+        out["zmean"].append(zmean)
+        out["zmedian"].append(mixture.median(wb, mb, sb))
+        out["zstd"].append(torch.sqrt(var.clamp_min(0)))
+        out["odds"].append(mixture.interval_probability(zmode - half, zmode + half, wb, mb, sb).clamp(0.0, 1.0))
+    return {k: torch.cat(v).cpu().numpy() for k, v in out.items()}
+
+
+@torch.inference_mode()
+def output_pdfs(w: torch.Tensor, m: torch.Tensor, s: torch.Tensor, n_output_components: int = 0,
+                pdf_dtype: str = "float32", z_range: tuple[float, float] = (0.0, 3.0), odds_window: float = 0.06,
+                step: int = _POINT_BATCH) -> dict[str, np.ndarray]:
+    """The estimator's output from calibrated mixtures (N, K): PDFs and point estimates as numpy arrays.
+
+    ``n_output_components`` in (0, K) merges each mixture to that many Gaussians (moment-preserving,
+    :func:`rail.deepz.mixture.reduce_components`). Every component's mass is then moved inside
+    ``z_range`` = (zmin, zmax) (:func:`rail.deepz.mixture.fold_into_range`), so the point estimates
+    lie in it too, and each row's weights sum to exactly 1 (:func:`unit_sum_weights`), so that no CDF,
+    and no PIT value, exceeds 1. Returns ``weights``, ``means``, ``stds`` (N, K') in ``pdf_dtype``
+    and zmode, zmean, zmedian, zstd, odds (N,) float64, computed from exactly the stored values.
+    """
+    if 0 < n_output_components < w.shape[-1]:
+        with record_function("deepz.merge_components"):
+            w, m, s = mixture.reduce_components(w, m, s, n_output_components)
+    with record_function("deepz.fold_into_range"):
+        m, s = mixture.fold_into_range(m, s, *z_range)
+    w = unit_sum_weights(w.to(torch.float32 if pdf_dtype == "float32" else torch.float64))
+    result = {k: t.cpu().numpy().astype(PDF_DTYPES[pdf_dtype], copy=False)
+              for k, t in (("weights", w), ("means", m), ("stds", s))}
+    w, m, s = (torch.as_tensor(result[k], device=w.device).double() for k in ("weights", "means", "stds"))
+    with record_function("deepz.point_estimates"):
+        result.update(point_estimates(w, m, s, odds_window, step))
+    return result

@@ -20,6 +20,7 @@ from . import features as feat
 from .building import architecture_for, build_network, photometry_meta, prior_mixture, training_summary
 from .calibration import Calibration, fit_calibration, fit_disagreement, held_out_scores
 from .devices import resolve_device
+from .distillation import add_compact_network
 from .model_io import DeepzModel, pack_model, package_versions
 from .networks import Architecture
 from .target_shift import COVERAGE_PREFIX
@@ -422,7 +423,12 @@ def train_deepz(
         coverage = c.shift.ratio.to_arrays(COVERAGE_PREFIX)
     z = data.redshift
     prior = prior_mixture(z, c.cal.output_members(n_members) * opts.n_gaussians)  # as many components as the PDFs
-    return pack_model(c.model, c.mean, c.std, meta, prior, extra=coverage)
+    model = pack_model(c.model, c.mean, c.std, meta, prior, extra=coverage)
+    if opts.compact_network:
+        with record_function("deepz.distill"):
+            model = add_compact_network(model, data.fluxes.coadd(), z, None if target_data is None else
+                                        target_data.features, opts.seed, device, log)
+    return model
 
 
 def calibrate_out_of_fold(model: torch.nn.Module, x: torch.Tensor, z: np.ndarray, splits: list, n_folds: int,

@@ -55,6 +55,7 @@ __all__ = [
     "package_versions",
     "pack_model",
     "network_state",
+    "with_compact_network",
     "UnpackedModel",
     "unpack_model",
 ]
@@ -63,9 +64,11 @@ FORMAT = "pz-rail-deepz-model"
 # 2: calibration 'ambiguity' (absent in 1, read as 0); 3: meta 'photometry' (absent before: magnitudes);
 # 4: optional coverage classifiers (arrays 'coverage/...', meta 'coverage'; absent: coverage unknown);
 # 5: calibration 'groups' of a pooled ensemble (absent before: 1); 6: calibration 'scale_by_coverage'
-# (absent before: False)
-FORMAT_VERSION = 6
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
+# (absent before: False); 7: optional compact network (arrays 'compact/...', meta 'compact'; absent: the
+# estimator runs the ensemble)
+FORMAT_VERSION = 7
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
+COMPACT_PREFIX = "compact/"
 _META_KEY = "__meta__"
 
 
@@ -82,8 +85,9 @@ class DeepzModel(dict):
     def __repr__(self) -> str:
         meta = self.get("meta", {})
         n = sum(np.asarray(v).size for k, v in self.get("arrays", {}).items() if k.startswith("net/"))
+        compact = " + compact network" if "compact" in meta else ""
         return (
-            f"<pz-rail-deepz model v{self.get('format_version')}: {meta.get('n_members')} networks, "
+            f"<pz-rail-deepz model v{self.get('format_version')}: {meta.get('n_members')} networks{compact}, "
             f"{n} weights, bands {meta.get('bands')}>"
         )
 
@@ -328,9 +332,25 @@ def pack_model(net: Any, feature_mean: np.ndarray, feature_std: np.ndarray, meta
     return DeepzModel(format=FORMAT, format_version=FORMAT_VERSION, arrays=arrays, meta=meta)
 
 
-def network_state(model: dict) -> dict[str, np.ndarray]:
-    """The network's stacked weights and batch-norm statistics, by parameter name (no ``net/`` prefix)."""
-    return {k[4:]: v for k, v in model["arrays"].items() if k.startswith("net/")}
+def network_state(model: dict, prefix: str = "") -> dict[str, np.ndarray]:
+    """The network's stacked weights and batch-norm statistics, by parameter name (no ``net/`` prefix).
+
+    ``prefix`` ``COMPACT_PREFIX``: those of the compact network.
+    """
+    start = f"{prefix}net/"
+    return {k[len(start):]: v for k, v in model["arrays"].items() if k.startswith(start)}
+
+
+def with_compact_network(model: dict, net: Any, prior: dict[str, np.ndarray], summary: dict) -> "DeepzModel":
+    """``model`` with a compact network added: a one-member :class:`rail.deepz.networks.DeepzEnsemble`
+    (its encoder and redshift network; the decoder is not needed to estimate), the prior mixture of
+    its size and the distillation ``summary`` (meta ``compact``)."""
+    arrays = dict(model["arrays"])
+    arrays.update({f"{COMPACT_PREFIX}net/{k}": v.detach().cpu().numpy() for k, v in net.state_dict().items()
+                   if not k.startswith("decoder.")})
+    arrays.update({f"{COMPACT_PREFIX}prior/{k}": np.asarray(v) for k, v in prior.items()})
+    meta = dict(model["meta"], compact=dict(summary, n_gaussians=int(net.arch.n_gaussians)))
+    return DeepzModel(format=FORMAT, format_version=FORMAT_VERSION, arrays=arrays, meta=meta)
 
 
 class UnpackedModel:
@@ -340,7 +360,9 @@ class UnpackedModel:
     ``architecture``, ``n_members``, ``feature_mean``/``feature_std`` (F,) float32 arrays,
     ``calibration`` (:class:`rail.deepz.calibration.Calibration`), ``prior`` (dict of (K,) float64
     arrays, or None for autoencoder-only models), ``coverage`` (the spec-z vs target classifiers, a
-    :class:`rail.deepz.density_ratio.DensityRatio`, and the weight clip; None without a target) and ``meta``.
+    :class:`rail.deepz.density_ratio.DensityRatio`, and the weight clip; None without a target),
+    ``compact`` (the compact network, a one-member ensemble in eval mode on ``device``, and its prior
+    mixture; None for models without one) and ``meta``.
     """
 
     def __init__(self, model: dict, device: Any = "cpu") -> None:
@@ -372,6 +394,17 @@ class UnpackedModel:
 
             ratio = DensityRatio.from_arrays(arrays, COVERAGE_PREFIX, int(meta["coverage"]["n_features"]))
             self.coverage = (ratio, float(meta["coverage"]["clip"]))
+        self.compact = None  # (network, prior) of a model with a compact network
+        if "compact" in meta:
+            compact = DeepzEnsemble(self.architecture, 1)
+            state = {k: torch.as_tensor(v) for k, v in network_state(model, COMPACT_PREFIX).items()}
+            missing, unexpected = compact.load_state_dict(state, strict=False)
+            if unexpected or any(not k.startswith("decoder.") for k in missing):
+                raise ModelFormatError(f"compact network weights do not match the stored architecture: missing "
+                                       f"{missing}, unexpected {unexpected}")
+            prior = {k: np.asarray(arrays[f"{COMPACT_PREFIX}prior/{k}"], dtype=np.float64)
+                     for k in ("weights", "means", "stds")}
+            self.compact = (compact.to(device).eval(), prior)
 
 
 def unpack_model(model: dict, device: Any = "cpu") -> UnpackedModel:

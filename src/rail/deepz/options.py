@@ -20,6 +20,7 @@ __all__ = [
     "NETWORK_PARTS",
     "PRECISIONS",
     "PDF_DTYPES",
+    "NETWORKS",
     "INFORM_OPTIONS",
     "ESTIMATE_OPTIONS",
     "InformOptions",
@@ -36,6 +37,7 @@ TARGET_STARTS = ("auto", "pretrained", "scratch", "pooled", "widened")
 COADD_MODES = ("force_one", "drop")
 NETWORK_PARTS = ("encoder", "decoder", "mdn")
 PRECISIONS = ("float32", "bfloat16", "float16")
+NETWORKS = ("auto", "compact", "ensemble")
 PDF_DTYPES = ("float32", "float64")
 
 _RAIL_BANDS = [f"mag_{b}_lsst" for b in "ugrizy"]
@@ -90,7 +92,10 @@ _TRAINING = [
            lo=0.0, hi=1.0),
     Option("ambiguity_shrink", "float", 1.0, "narrow each calibrated pooled PDF so its variance drops by this "
            "fraction of the members' spread (0: off)", lo=0.0, hi=1.0),
-    Option("seed", "int", 87, "random seed: splits, initial weights, batches, dropout"),
+    Option("compact_network", "bool", True, "also train the compact network: one network distilled from the "
+           "calibrated ensemble that outputs n_gaussians components, so that estimating runs no ensemble and no "
+           "merge (DeepzEstimator option 'network')"),
+    Option("seed", "int", 87, "random seed: splits, initial weights, batches, dropout, distillation"),
     Option("device", "str", "auto", "'auto' (CUDA when available, else CPU), 'cpu', 'cuda', 'cuda:N'"),
     Option("num_threads", "int", 0, "torch CPU threads; 0 = torch default (ceci sets OMP_NUM_THREADS)", lo=0),
 ]
@@ -202,9 +207,13 @@ ESTIMATE_OPTIONS: list[Option] = [
     Option("precision", "str", "float32", "network precision at inference: 'float32', or on a GPU 'bfloat16' / "
            "'float16' (autocast)", choices=PRECISIONS),
     Option("pdf_dtype", "str", "float32", "dtype of the stored mixture weights, means and stds", choices=PDF_DTYPES),
+    Option("network", "str", "auto", "which network estimates: 'compact' (the model's distilled network: one "
+           "network, no merge), 'ensemble' (every member, calibrated and pooled, then merged to "
+           "n_output_components), 'auto' (compact when the model has one)", choices=NETWORKS),
     # 10, not all 50: RAIL's evaluators then take KNN's time and memory on Deepz output, the scores barely move
     Option("n_output_components", "int", 10, "merge each PDF to at most this many Gaussians (moment-preserving; "
-           "0 = keep all members x n_gaussians; 1 = one Gaussian)", lo=0),
+           "0 = keep every component: the compact network's n_gaussians, or the ensemble's members x n_gaussians; "
+           "1 = one Gaussian)", lo=0),
     # larger than RAIL's 10,000: fewer per-chunk costs (qp ensemble, HDF5 write call, gc.collect)
     Option("chunk_size", "int", 100_000, "rows read, estimated and written at a time", lo=1),
 ]

@@ -444,7 +444,7 @@ class DeepzEstimator(CheckedOptions, _InputFilesChecked, CatEstimator):
                              "network; fine-tune it with DeepzInformer(pretrained_model=...) first")
         set_num_threads(self.config.num_threads)
         self.predictor = DeepzPredictor(model, resolve_device(self.config.device, self.rank), self.config.batch_size,
-                                        self.config.precision)
+                                        self.config.precision, self.config.network)
         self.predictor.check_columns(self.config.bands, self.config.err_bands)
         return self.model
 
