@@ -436,6 +436,15 @@ def deepz_ensemble(model: dict, table: dict[str, Any], **options: Any) -> Any:
     return stage.estimate(table).data
 
 
+def simulations(n: int, seed: int, **options: Any) -> dict[str, Any]:
+    """``n`` DeepzSimCreator galaxies (stage defaults and ``options``) as a flat table, in memory."""
+    from rail.deepz import DeepzSimCreator
+
+    stage = DeepzSimCreator.make_stage(name=f"sims_{next(_STAGES)}", model="none", n_samples=n, seed=seed,
+                                       hdf5_groupname="", output_mode="return", **options)
+    return dict(stage.sample(n, seed).data)
+
+
 def pooled_scores(parts: list[tuple[Any, Any]], z: Any) -> dict[str, float]:
     """photoz_scores of held-out ensembles put back in row order.
 
@@ -451,6 +460,21 @@ def pooled_scores(parts: list[tuple[Any, Any]], z: Any) -> dict[str, float]:
 
 
 # -- adapters: the only calls below the stage classes ------------------------------------------------
+def pdf_ensemble(weights: Any, means: Any, stds: Any, z_range: tuple[float, float] = (0.0, 3.0)) -> Any:
+    """The qp ensemble the estimator would write for calibrated mixtures (N, K) (as numpy arrays): no merge,
+    folded into ``z_range``, exact weight sums, its point estimates."""
+    import numpy as np
+    import qp
+    import torch
+
+    from rail.deepz.estimating import output_pdfs
+
+    res = output_pdfs(*(torch.as_tensor(np.asarray(a, dtype=np.float64)) for a in (weights, means, stds)),
+                      z_range=z_range)
+    return qp.Ensemble(qp.mixmod, data={k: res.pop(k) for k in ("weights", "means", "stds")}, ancil=res)
+
+
+
 def calibrate_out_of_fold(net: Any, x: Any, z: Any, splits: Any, n_folds: int, recenter: float,
                           fit_power: bool = False) -> tuple[Any, dict]:
     """The informer's calibration fitted on out-of-fold predictions -> ``(Calibration, info)``."""
