@@ -6,7 +6,12 @@ galaxies of the DC2 training file: wall and CPU seconds, peak RSS. A second, pro
 first value gives the CPU seconds of each ``deepz.*`` region of the training code (profiling slows
 training, so it is not the timed run; ``--no-profile`` skips it).
 
-    python benchmarks/bench_inform.py --threads 1
+``--loop`` also times the ensemble training alone (no calibration, no compact network) both ways:
+the members as one stacked network (the informer's way) and a per-member loop (one network after
+the other), ``--repeats`` times each, interleaved. Every member draws from its own random streams, so
+both ways train the same networks (up to the rounding of differently batched matrix products).
+
+    python benchmarks/bench_inform.py --threads 1 --loop
     python benchmarks/bench_inform.py --members 1,5,10 --threads 1
     python benchmarks/bench_inform.py --quick --output /tmp/bench_check
 """
@@ -29,6 +34,36 @@ def inform(table: dict, members: int, args) -> None:
     DeepzInformer.make_stage(name=f"inform_{members}", **cfg).inform(table)
 
 
+def loop_table(table: dict, args, data: dict) -> dict:
+    """Stacked members against a per-member loop: the ensemble training alone, the fastest of ``--repeats``."""
+    import torch
+
+    options = dict(n_folds=harness.int_list(args.members)[0], seed=args.seed, num_threads=args.threads)
+    if args.quick:
+        options["epochs_per_step"] = QUICK["epochs_per_step"]
+    seconds: dict[str, list[float]] = {"stacked": [], "loop": []}
+    states = {}
+    for _ in range(args.repeats):
+        for way in ("stacked", "loop"):
+            harness.log(f"ensemble training, {way}")
+            sec, states[way] = harness.train_members(table, per_member=way == "loop", **options)
+            seconds[way].append(sec)
+    # the redshift network's output layer: how far apart the two ways' members end up
+    out_layer = [k for k in states["stacked"] if k.startswith("mdn.") and k.endswith(".weight")][-1]
+    gap = float(torch.max(torch.abs(states["stacked"][out_layer] - states["loop"][out_layer])))
+    best = {k: min(v) for k, v in seconds.items()}
+    data["loop"] = dict(seconds=seconds, members=options["n_folds"], speedup=best["loop"] / best["stacked"],
+                        max_output_weight_difference=gap)
+    return harness.table(f"Ensemble training alone, {options['n_folds']} members: stacked against a per-member loop",
+                         ["way", "wall [s] (fastest)", "runs [s]", "speed-up"],
+                         [["stacked members (the informer's)", f"{best['stacked']:.1f}",
+                           ", ".join(f"{v:.1f}" for v in seconds["stacked"]), f"{best['loop'] / best['stacked']:.2f}x"],
+                          ["per-member loop", f"{best['loop']:.1f}", ", ".join(f"{v:.1f}" for v in seconds["loop"]),
+                           "1.00x"]],
+                         f"--threads {args.threads}; largest difference of the output layers' weights between the "
+                         f"two ways {gap:.1e} (rounding of differently batched products).")
+
+
 def training_table(args) -> dict:
     """The DC2 training file (with ``--quick``, 2,000 random rows of it)."""
     table = harness.read_table(harness.dc2_paths()[0])
@@ -43,6 +78,8 @@ def main() -> None:
     ap.add_argument("--members", default="5", help="ensemble sizes (n_folds), comma separated")
     ap.add_argument("--seed", type=int, default=87)
     ap.add_argument("--no-profile", action="store_true", help="skip the profiled run")
+    ap.add_argument("--loop", action="store_true", help="also time a per-member loop against the stacked members")
+    ap.add_argument("--repeats", type=int, default=2, help="timed runs of each way with --loop")
     args = ap.parse_args()
     harness.set_threads(args.threads)
     table = training_table(args)
@@ -62,6 +99,8 @@ def main() -> None:
                             f"Stage defaults{' (--quick: short schedule)' if args.quick else ''}, --threads "
                             f"{args.threads}; peak RSS is the process maximum so far.")]
     data = dict(runs=runs, n_train=n, quick=args.quick, load_average=harness.load_average())
+    if args.loop:
+        tables.append(loop_table(table, args, data))
     if not args.no_profile:
         members = runs[0]["members"]
         harness.log(f"profiled inform, {members} members")

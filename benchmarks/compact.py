@@ -54,7 +54,7 @@ def sorted_pass(weights: np.ndarray, means: np.ndarray, stds: np.ndarray, n: int
     total = torch.zeros(w.shape[0], n, dtype=w.dtype).scatter_add_(1, run, w)
     first = torch.zeros_like(total).scatter_add_(1, run, w * m) / total
     second = torch.zeros_like(total).scatter_add_(1, run, w * (v + m * m)) / total
-    return total.numpy(), first.numpy(), np.sqrt(np.maximum(second - first * first, 1e-12).numpy())
+    return total.numpy(), first.numpy(), torch.sqrt((second - first * first).clamp_min(1e-12)).numpy()
 
 
 def candidate_ensembles(model: dict, table: dict) -> tuple[dict, dict]:

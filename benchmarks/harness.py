@@ -59,6 +59,11 @@ def int_list(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
 
+def csv_list(text: str) -> list[str]:
+    """``"a,b"`` -> ``["a", "b"]`` (empty string -> ``[]``)."""
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
 def set_threads(n: int) -> None:
     """Use ``n`` CPU threads (0: leave the defaults); call before torch is imported.
 
@@ -481,6 +486,45 @@ def calibrate_out_of_fold(net: Any, x: Any, z: Any, splits: Any, n_folds: int, r
     from rail.deepz.informing import calibrate_out_of_fold as fit
 
     return fit(net, x, z, splits, n_folds, recenter, fit_power=fit_power)
+
+
+def train_members(table: dict[str, Any], per_member: bool, **options: Any) -> tuple[float, dict[str, Any]]:
+    """The informer's ensemble training alone (no calibration, no compact network) on a flat table.
+
+    All members as one stacked network, as the informer trains them, or (``per_member``) one network
+    after the other, each from its own random streams. Returns the training seconds and the trained
+    members' stacked state (member axis first), which is the same either way.
+    """
+    import numpy as np
+    import torch
+
+    from rail.deepz import features
+    from rail.deepz.building import architecture_for, build_network
+    from rail.deepz.informing import train_config
+    from rail.deepz.options import inform_options
+    from rail.deepz.training import ensemble_splits, train_ensemble
+    from rail.deepz.training_data import augmentation, batch_inputs, prepare_training_data
+
+    opts = inform_options(dict(options, hdf5_groupname=""))
+    data = prepare_training_data(table, opts)
+    mean, std = features.fit_scaler(data.features)
+    arch = architecture_for(opts, data.features.shape[1], z_scale=float(max(np.std(data.redshift), 0.05)))
+    n = data.features.shape[0]
+    splits = ensemble_splits(n, opts.n_splits, opts.n_folds, opts.seed)
+    groups = [[i] for i in range(len(splits))] if per_member else [list(range(len(splits)))]
+    device = torch.device("cpu")
+    x = torch.as_tensor((data.features - mean) / std)
+    z, ratios, ratio_err = (torch.as_tensor(a) for a in (data.redshift, data.ratios, data.ratio_err))
+    inputs = batch_inputs(data, mean, std, opts.bands.index(opts.ref_band), augmentation(opts), device, opts.seed)
+    states = []
+    with timed() as t:
+        for members in groups:
+            model = build_network(arch, len(members), opts.seed, members=members)
+            train_ensemble(model, x, z, ratios, ratio_err, splits, train_config(opts), inputs=inputs, members=members)
+            states.append(model.state_dict())
+    stacked = {k: torch.cat([st[k].reshape(len(g), -1) for st, g in zip(states, groups)])
+               for k in states[0] if states[0][k].dim() > 0}
+    return t["wall_s"], stacked
 
 
 def refit_calibration(model: dict, table: dict[str, Any], seed: int, fit_power: bool) -> dict:

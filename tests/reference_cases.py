@@ -128,11 +128,12 @@ def _rows(table: dict, rows: Any) -> dict:
     return {k: np.asarray(v)[rows] for k, v in table.items()}
 
 
-def estimate(model: dict, table: dict, n_output_components: int | None = None) -> Any:
+def estimate(model: dict, table: dict, n_output_components: int | None = None, network: str = "auto") -> Any:
     """The estimator's qp ensemble of ``table`` (default options; ``n_output_components`` if given)."""
     from rail.deepz import DeepzEstimator
 
     extra = {} if n_output_components is None else dict(n_output_components=n_output_components)
+    extra["network"] = network
     stage = DeepzEstimator.make_stage(name="reference_estimate", model=model, hdf5_groupname="",
                                       output_mode="return", num_threads=1, **extra)
     return stage.estimate(table).data
@@ -201,9 +202,9 @@ QUICK = ("small", "small_transfer", "small_exposures")
 def run_case(name: str, seed: int | None = None) -> dict[str, Any]:
     """Case ``name`` (at ``seed``, default the pinned one) on one torch thread.
 
-    Returns ``hashes`` (``model``: network weights, scaler, prior; ``pdfs``: the default output
-    and every component, with the ancil columns; ``calibration``), ``scores`` (of the default
-    output against the true redshifts) and ``model``.
+    Returns ``hashes`` (``model``: network weights, scaler, prior, compact network; ``pdfs``: the
+    default output and every component of the ensemble, with the ancil columns; ``calibration``),
+    ``scores`` (of the default output against the true redshifts) and ``model``.
     """
     import torch
 
@@ -214,7 +215,7 @@ def run_case(name: str, seed: int | None = None) -> dict[str, Any]:
     try:
         model, table = CASES[name]() if seed is None else CASES[name](seed)
         ens = estimate(model, table)
-        pdfs = {**_pdf_arrays(ens, ""), **_pdf_arrays(estimate(model, table, 0), "all/")}
+        pdfs = {**_pdf_arrays(ens, ""), **_pdf_arrays(estimate(model, table, 0, "ensemble"), "all/")}
         scores = photoz_scores(ens, table["redshift"])
     finally:
         torch.set_num_threads(old)
@@ -280,10 +281,10 @@ POINT_KEYS = ("zmode", "zmean", "zmedian", "zstd")
 
 
 def stored_outputs(model: dict) -> dict[str, np.ndarray]:
-    """What the stored model's check compares: every component, the default output's CDF on
-    ``CDF_GRID`` and its ancil columns."""
+    """What the stored model's check compares: every component of the ensemble, the default output's
+    (the compact network's) CDF on ``CDF_GRID`` and its ancil columns."""
     table = stored_table()
-    full, out = estimate(model, table, 0), estimate(model, table)
+    full, out = estimate(model, table, 0, "ensemble"), estimate(model, table)
     res = {f"all/{k}": np.asarray(v) for k, v in full.objdata.items()}
     res["cdf"] = np.asarray(out.cdf(CDF_GRID), dtype=np.float32)
     res.update({k: np.asarray(out.ancil[k]) for k in POINT_KEYS + ("odds", "deepz_flag")})

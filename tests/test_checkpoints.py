@@ -52,7 +52,8 @@ def saves(monkeypatch):
 def inform(tiny):
     """Train to a model file with the tiny settings: ``inform(folder, data, name, sims, **options)``."""
     return lambda folder, data, name="ck", sims=None, **kw: _inform(
-        tiny(**{**dict(epochs_per_step=[3, 2, 1], batch_size=100, seed=5, dropout=0.1, hdf5_groupname=""), **kw}),
+        tiny(**{**dict(epochs_per_step=[3, 2, 1], batch_size=100, seed=5, dropout=0.1, hdf5_groupname="",
+                       checkpoint_interval=0.0), **kw}),
         folder, data, name, sims)
 
 

@@ -7,6 +7,9 @@ date, machine and one or more tables of already-formatted cells. This module ren
 * the README block between :data:`START` and :data:`END` (the tables of files with
   ``"headline": true``),
 
+* one snippet per file, ``_generated/result_<name>.md`` (the file's tables without its
+  heading), which the other pages include where they state a measured number,
+
 so no measured number is ever copied by hand. ``python docs/_ext/results.py --readme``
 rewrites the README block in place; ``--check`` only reports whether it is up to date.
 """
@@ -148,13 +151,30 @@ def update_readme(readme: Path = README, results_dir: Path | None = None) -> boo
     return new != text
 
 
-def write_results_page(out_dir: Path, results_dir: Path | None = None) -> Path:
-    """Write the results page body to ``out_dir/results.md`` (only when it changed)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "results.md"
-    text = render_results_page(load_results(results_dir))
+def render_snippet(result: dict, level: int = 4) -> str:
+    """One result file for inclusion in another page: its provenance and tables, titles at ``level``."""
+    parts = [provenance(result) + "\n"]
+    for table in result.get("tables", []):
+        if table.get("title"):
+            parts.append(f"{'#' * level} {table['title']}\n")
+        parts.append(render_table(table))
+    return "\n".join(parts)
+
+
+def _write_if_changed(path: Path, text: str) -> None:
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
+
+
+def write_results_page(out_dir: Path, results_dir: Path | None = None) -> Path:
+    """Write the results page body to ``out_dir/results.md`` and every file's snippet,
+    ``out_dir/result_<name>.md`` (each only when it changed)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = load_results(results_dir)
+    path = out_dir / "results.md"
+    _write_if_changed(path, render_results_page(results))
+    for result in results:
+        _write_if_changed(out_dir / f"result_{Path(result['_file']).stem}.md", render_snippet(result))
     return path
 
 

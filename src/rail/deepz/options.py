@@ -188,8 +188,9 @@ _AUGMENTATION = [
 _CHECKPOINTS = [
     Option("checkpoint_dir", "str", "auto", "folder of per-epoch training checkpoints, a re-run resumes from them; "
            "'auto': '<model file>_checkpoints' (off when nothing is written); '' or 'none': off"),
-    Option("checkpoint_interval", "float", 0.0, "minimum seconds between checkpoint saves (0: after every epoch)",
-           lo=0.0),
+    # 30 s, not every epoch: a save takes a few percent of a one-second epoch, and a crash costs half a minute
+    Option("checkpoint_interval", "float", 30.0, "minimum seconds between checkpoint saves (0: after every "
+           "epoch; the first epoch is always saved)", lo=0.0),
 ]
 
 #: every DeepzInformer option (RAIL shared parameters first)
