@@ -1,8 +1,9 @@
 """RAIL's evaluator on Deepz output, as a RAIL user runs it, against KNN's output on the same galaxies.
 
 Trains Deepz (stage defaults) and KNN (RAIL demo settings) on the DC2 training file, estimates the
-validation file with each (Deepz once per ``--components`` value of ``n_output_components``), then
-runs RAIL's ``SingleEvaluator`` with the metric set of pz-rail-pipelines' ``PzPipeline`` ('all' minus
+validation file with each (Deepz once per ``--outputs`` value, ``network:n_output_components``: the
+ensemble with every component (0) or merged to 20, 10 or 5, the compact network's 10 or merged to 5;
+the estimation seconds, in this process, beside), then runs RAIL's ``SingleEvaluator`` with the metric set of pz-rail-pipelines' ``PzPipeline`` ('all' minus
 its exclusions, limits [0, 3.5], point estimate zmode) at the default chunk size on every output, each
 in a fresh process: wall seconds and peak RSS. PIT KS and CDE loss of each Deepz output come from
 ``rail.deepz.metrics.photoz_scores``. Run it on an idle machine: the timings are compared in one run.
@@ -32,10 +33,11 @@ SingleEvaluator.make_stage(
 """
 
 
-def outputs(work: str, components: list[int], seed: int) -> tuple[dict[str, str], dict[str, dict]]:
-    """Estimate the DC2 validation file with KNN and with Deepz at each ``components``.
+def outputs(work: str, variants: list[tuple[str, int]], seed: int) -> tuple[dict[str, str], dict[str, dict],
+                                                                          dict[str, float]]:
+    """Estimate the DC2 validation file with KNN and with Deepz for each (network, n_output_components).
 
-    Returns output files by label and the Deepz scores by label.
+    Returns output files by label, the Deepz scores by label and the Deepz estimation seconds by label.
     """
     from rail.core.data import TableHandle
     from rail.deepz import DeepzEstimator, DeepzInformer, photoz_scores
@@ -51,15 +53,17 @@ def outputs(work: str, components: list[int], seed: int) -> tuple[dict[str, str]
     model = os.path.join(work, "deepz_model.npz")
     DeepzInformer.make_stage(name="inform_deepz", model=model, hdf5_groupname="photometry",
                              seed=seed).inform({"photometry": H.read_table(train)})
-    scores = {}
-    for n in components:
-        label = f"Deepz, n_output_components {n}"
-        files[label] = os.path.join(work, f"output_deepz_{n}.hdf5")
-        ens = DeepzEstimator.make_stage(name=f"estimate_deepz_{n}", model=model, hdf5_groupname="photometry",
-                                        n_output_components=n, output=files[label]
-                                        ).estimate(TableHandle("test", path=test)).data
-        scores[label] = photoz_scores(ens, ztrue)
-    return files, scores
+    scores, seconds = {}, {}
+    for network, n in variants:
+        label = f"Deepz {network}, n_output_components {n}"
+        files[label] = os.path.join(work, f"output_deepz_{network}_{n}.hdf5")
+        stage = DeepzEstimator.make_stage(name=f"estimate_deepz_{network}_{n}", model=model, hdf5_groupname="photometry",
+                                          n_output_components=n, network=network, output=files[label])
+        with H.timed() as t:
+            ens = stage.estimate(TableHandle("test", path=test)).data
+        seconds[label] = t["wall_s"]
+        scores[label] = dict(photoz_scores(ens, ztrue), n_components=int(ens.objdata["weights"].shape[1]))
+    return files, scores, seconds
 
 
 def _knn_classes(spec: dict) -> tuple[type, type]:
@@ -84,34 +88,39 @@ def evaluate(pdfs: str, work: str, label: str) -> dict[str, float]:
 
 def main() -> None:
     ap = H.parser(__doc__)
-    ap.add_argument("--components", default="0,20,10,5", help="Deepz n_output_components values (0: all)")
+    ap.add_argument("--outputs", default="ensemble:0,ensemble:20,ensemble:10,ensemble:5,compact:0,compact:5",
+                    help="Deepz outputs, network:n_output_components, comma separated (0: every component)")
     ap.add_argument("--seed", type=int, default=87)
     args = ap.parse_args()
     H.set_threads(args.threads)
-    components = [0, 10] if args.quick else H.int_list(args.components)
+    spec = "ensemble:0,compact:0" if args.quick else args.outputs
+    variants = [(v.split(":")[0], int(v.split(":")[1])) for v in H.csv_list(spec)]
     with tempfile.TemporaryDirectory() as work:
-        files, scores = outputs(work, components, args.seed)
+        files, scores, estimate_s = outputs(work, variants, args.seed)
         load = H.load_average()
         runs = {label: evaluate(path, work, label) for label, path in files.items()}
     knn = runs["KNN"]
-    full = scores.get(f"Deepz, n_output_components {0}")
-    rows = [["KNN", H.fmt(knn["seconds"], ".1f"), "1.0", H.fmt(knn["peak_rss_mib"] / 1024, ".2f"), "", ""]]
+    full = scores.get("Deepz ensemble, n_output_components 0")
+    rows = [["KNN", "", "", H.fmt(knn["seconds"], ".1f"), "1.0", H.fmt(knn["peak_rss_mib"] / 1024, ".2f"), "", ""]]
     for label, run in runs.items():
         if label == "KNN":
             continue
         s = scores[label]
         change = "" if full is None else (f" ({s['pit_ks'] / full['pit_ks'] - 1:+.1%})",
                                          f" ({s['cde_loss'] / full['cde_loss'] - 1:+.2%})")
-        rows.append([label, H.fmt(run["seconds"], ".1f"), H.fmt(run["seconds"] / knn["seconds"], ".1f"),
+        rows.append([label, H.fmt(estimate_s[label], ".2f"), str(s["n_components"]),
+                     H.fmt(run["seconds"], ".1f"), H.fmt(run["seconds"] / knn["seconds"], ".1f"),
                      H.fmt(run["peak_rss_mib"] / 1024, ".2f"), H.fmt(s["pit_ks"]) + (change[0] if change else ""),
                      H.fmt(s["cde_loss"], ".3f") + (change[1] if change else "")])
     note = ("SingleEvaluator with PzPipeline's metrics ('all' minus " + ", ".join(PZ_EXCLUDED)
             + "), limits [0, 3.5], default chunk size, one fresh process per output; the 20,449 DC2 validation "
-            "galaxies; PIT KS and CDE loss (grid 0-3) from photoz_scores, change against all components in brackets.")
+            "galaxies; PIT KS and CDE loss (grid 0-3) from photoz_scores, change against the ensemble's every "
+            "component in brackets; estimate [s]: the Deepz stage in this process, file in, file out.")
     H.write_result("bench_evaluator", "RAIL's evaluator on Deepz and KNN output",
-                   [H.table("Evaluation time and memory", ["output", "seconds", "x KNN", "peak RSS [GB]", "PIT KS",
-                                                           "CDE loss"], rows, note)],
-                   dict(runs=runs, scores=scores, load_average=load, threads=args.threads), args.output)
+                   [H.table("Evaluation time and memory", ["output", "estimate [s]", "components", "evaluate [s]",
+                                                           "x KNN", "peak RSS [GB]", "PIT KS", "CDE loss"], rows, note)],
+                   dict(runs=runs, scores=scores, estimate_s=estimate_s, load_average=load, threads=args.threads),
+                   args.output)
 
 
 if __name__ == "__main__":
