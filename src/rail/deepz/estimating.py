@@ -319,10 +319,9 @@ def output_pdfs(w: torch.Tensor, m: torch.Tensor, s: torch.Tensor, n_output_comp
             w, m, s = mixture.reduce_components(w, m, s, n_output_components)
     with record_function("deepz.fold_into_range"):
         m, s = mixture.fold_into_range(m, s, *z_range)
-    w = unit_sum_weights(w.to(torch.float32 if pdf_dtype == "float32" else torch.float64))
-    result = {k: t.cpu().numpy().astype(PDF_DTYPES[pdf_dtype], copy=False)
-              for k, t in (("weights", w), ("means", m), ("stds", s))}
-    w, m, s = (torch.as_tensor(result[k], device=w.device).double() for k in ("weights", "means", "stds"))
+    dtype = torch.float32 if pdf_dtype == "float32" else torch.float64
+    w, m, s = unit_sum_weights(w.to(dtype)), m.to(dtype), s.to(dtype)  # the stored values, still on the device
     with record_function("deepz.point_estimates"):
-        result.update(point_estimates(w, m, s, odds_window, step))
+        result = point_estimates(w.double(), m.double(), s.double(), odds_window, step)
+    result.update({k: t.cpu().numpy() for k, t in (("weights", w), ("means", m), ("stds", s))})
     return result
