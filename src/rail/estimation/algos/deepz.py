@@ -335,10 +335,13 @@ class DeepzTargetTransferInformer(DeepzTransferInformer):
 
 
 class DeepzEstimator(CheckedOptions, _InputFilesChecked, CatEstimator):
-    """Photo-z PDFs from a trained Deepz ensemble, as qp Gaussian mixtures.
+    """Photo-z PDFs from a trained Deepz model, as qp Gaussian mixtures.
 
-    Every galaxy's PDF is the pooled mixture of all ensemble members (K = members x n_gaussians
-    components, member weights divided by the member count), calibrated as stored in the model.
+    By default (option ``network``) the model's compact network gives every galaxy's PDF: one network
+    distilled from the calibrated ensemble, ``n_gaussians`` components. With ``network='ensemble'``
+    (and for models without a compact network) the PDF is the pooled mixture of all ensemble members
+    (K = members x n_gaussians components, member weights divided by the member count), calibrated as
+    stored in the model and merged to ``n_output_components``.
     Ancil columns: ``zmode`` (exact mode of the mixture), ``zmean`` (analytic), ``zmedian``,
     ``zstd``, ``odds`` (probability within zmode +- odds_window (1 + zmode), as BPZ's ODDS),
     ``coverage`` (how well the spec-z training sample represents the galaxy, in [0, 1], for models
