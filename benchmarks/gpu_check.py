@@ -1,10 +1,13 @@
-"""The whole Deepz pipeline on a device: pretrain + fine-tune, estimate 10^6 rows, reduced precision.
+"""The whole Deepz pipeline on a device: pretrain + fine-tune, estimate 10^7 rows, reduced precision.
 
 On ``--device`` (default ``cuda``; without one the script says so and stops, unless ``--device cpu``):
 DeepzInformer pretrains on ``--sims`` DeepzSimCreator galaxies (or ``--sims-file``, a DeepzSimCreator
 output file) and fine-tunes on the DC2 training file; DeepzEstimator then estimates the validation file
-tiled to ``--rows`` rows, file in -> file out, at each ``--precisions`` value. The first tile (the
-validation file itself) is scored with ``photoz_scores`` and its zmode compared with float32's.
+tiled to ``--rows`` rows, file in -> file out, at each ``--precisions`` value (the stage default
+network, the compact one). The first tile (the validation file itself) is scored with ``photoz_scores``
+and its zmode compared with float32's. A separate run of ``--profile-rows`` rows at float32 inside
+``torch.profiler`` gives the seconds of each ``deepz.*`` region and of RAIL's reading and writing, to
+say what limits the rate (HDF5 reading, host-device copies, point estimates, qp writing).
 
     python benchmarks/gpu_check.py --sims 50000
     python benchmarks/gpu_check.py --device cpu --quick --output /tmp/bench_check
@@ -12,6 +15,7 @@ validation file itself) is scored with ``photoz_scores`` and its zmode compared 
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 
@@ -20,6 +24,7 @@ import numpy as np
 import harness
 
 QUICK = dict(epochs_per_step=[2, 1, 1], pretrain_epochs_per_step=[1, 1])
+_RUNS = itertools.count()  # stage names are unique within a process
 
 
 def simulations(args) -> dict | None:
@@ -54,7 +59,8 @@ def estimate(model: str, data: str, out: str, precision: str, args) -> float:
     """DeepzEstimator file in -> file out at ``precision`` -> wall [s]."""
     from rail.deepz import DeepzEstimator
 
-    stage = DeepzEstimator.make_stage(name=f"gpu_estimate_{precision}", model=model, input=data, output=out,
+    stage = DeepzEstimator.make_stage(name=f"gpu_estimate_{precision}_{next(_RUNS)}", model=model, input=data,
+                                      output=out,
                                       hdf5_groupname=harness.GROUP, device=args.device, precision=precision,
                                       batch_size=args.batch_size, chunk_size=args.chunk_size)
     with harness.timed() as t:
@@ -85,13 +91,15 @@ def main() -> None:
     ap.add_argument("--device", default="", help="torch device (default: cuda when available)")
     ap.add_argument("--sims", type=int, default=50_000, help="simulated galaxies for pretraining (0: none)")
     ap.add_argument("--sims-file", default="", help="pretrain on this DeepzSimCreator output file instead")
-    ap.add_argument("--rows", type=int, default=1_000_000, help="rows of the tiled estimation input")
+    ap.add_argument("--rows", type=int, default=10_000_000, help="rows of the tiled estimation input")
+    ap.add_argument("--profile-rows", type=int, default=2_000_000, help="rows of the profiled float32 run")
     ap.add_argument("--precisions", default="float32,bfloat16,float16", help="float32 first: the reference")
-    ap.add_argument("--batch-size", type=int, default=16384, help="DeepzEstimator batch_size")
-    ap.add_argument("--chunk-size", type=int, default=200_000, help="DeepzEstimator chunk_size")
+    ap.add_argument("--batch-size", type=int, default=65536, help="DeepzEstimator batch_size")
+    ap.add_argument("--chunk-size", type=int, default=1_000_000, help="DeepzEstimator chunk_size")
     args = ap.parse_args()
     if args.quick:
         args.sims, args.rows, args.chunk_size = min(args.sims, 2000), min(args.rows, 50_000), 25_000
+        args.profile_rows = min(args.profile_rows, 50_000)
     harness.set_threads(args.threads)
     import torch
 
@@ -112,11 +120,16 @@ def main() -> None:
             runs.append(precision_row(precision, wall, out, z, ref, args))
             ref = runs[0]["zmode"]
             os.remove(out)
-    write(runs, inform_s, args)
+        small = harness.tile_file(test, os.path.join(work, "tiled_profile.hdf5"), args.profile_rows)
+        with harness.profiled() as regions, harness.timed() as t:
+            estimate(model, small, os.path.join(work, "out_profile.hdf5"), "float32", args)
+    write(runs, inform_s, args, harness.phase_table(
+        f"Estimation phases at float32, profiled run of {args.profile_rows:,} rows ({t['wall_s']:.1f} s)",
+        regions, t["wall_s"]), dict(rows=args.profile_rows, wall_s=t["wall_s"], regions_s=regions))
 
 
-def write(runs: list[dict], inform_s: float, args) -> None:
-    """The result file: one row per precision."""
+def write(runs: list[dict], inform_s: float, args, phases: dict, profile: dict) -> None:
+    """The result file: one row per precision, and the phase table."""
     for r in runs:
         r.pop("zmode")
     cells = [[r["precision"], f"{r['gal_per_s']:,.0f}", harness.fmt(r["sigma68"]),
@@ -128,8 +141,8 @@ def write(runs: list[dict], inform_s: float, args) -> None:
                         f"Inform (pretraining on {args.sims_file or f'{args.sims:,} simulations'} + "
                         "fine-tuning) "
                         f"took {inform_s:.0f} s; scores on the 20,449 validation galaxies (the first tile).")
-    harness.write_result("gpu_check", "Deepz on a device", [tab],
-                         dict(device=args.device, inform_s=inform_s, runs=runs, quick=args.quick),
+    harness.write_result("gpu_check", "Deepz on a device", [tab, phases],
+                         dict(device=args.device, inform_s=inform_s, runs=runs, profile=profile, quick=args.quick),
                          args.output)
 
 

@@ -309,7 +309,7 @@ def markdown(tab: dict[str, Any]) -> str:
 
 
 def write_result(name: str, title: str, tables: list[dict[str, Any]], data: dict[str, Any], output: str,
-                 headline: bool = False) -> str:
+                 headline: bool = False, summary: str | None = None) -> str:
     """Write ``<output>/<name>.json`` in the format the docs generator reads and print the tables.
 
     Parameters
@@ -324,6 +324,8 @@ def write_result(name: str, title: str, tables: list[dict[str, Any]], data: dict
         Folder of the file.
     headline : bool
         True only for the main comparison table (the README shows it).
+    summary : str, optional
+        One sentence that other pages quote (the README's summary blocks, ``_generated/summary_<name>.md``).
 
     Returns
     -------
@@ -333,6 +335,8 @@ def write_result(name: str, title: str, tables: list[dict[str, Any]], data: dict
     result = dict(benchmark=name, title=title, command=command_line(), commit=git_commit(),
                   date=datetime.date.today().isoformat(), machine=machine(), headline=bool(headline),
                   tables=tables, data=_json_safe(data))
+    if summary:
+        result["summary"] = summary
     os.makedirs(output, exist_ok=True)
     path = os.path.join(output, f"{name}.json")
     with open(path + ".tmp", "w", encoding="utf-8") as f:

@@ -39,11 +39,23 @@ EXAMPLE = {
 
 
 def test_readme_results_block_is_generated():
-    """The README block equals what docs/_ext/results.py renders from benchmarks/results."""
+    """The README's results and summary blocks equal what docs/_ext/results.py renders from benchmarks/results."""
     text = (REPO / "README.md").read_text()
-    expected = results.render_readme_block(results.load_results(results.RESULTS_DIR))
-    assert results.readme_block(text) == expected, (
-        "README results block is out of date: run python docs/_ext/results.py --readme")
+    assert results.readme_text(text, results.load_results(results.RESULTS_DIR)) == text, (
+        "README results or summary blocks are out of date: run python docs/_ext/results.py --readme")
+
+
+def test_summary_blocks(tmp_path):
+    """A summary block is filled from the result file of its name, with the provenance; an unknown name fails."""
+    (tmp_path / "suite_time.json").write_text(json.dumps(dict(EXAMPLE, summary="It took 3 min")))
+    loaded = results.load_results(tmp_path)
+    text = "a <!-- summary:suite_time:start -->old<!-- summary:suite_time:end --> b"
+    filled = results.replace_summaries(text, loaded)
+    assert filled == ("a <!-- summary:suite_time:start -->It took 3 min (measured with `python "
+                      "benchmarks/compare_rail.py --seeds 87` at commit `abc1234` on 2026-12-01)."
+                      "<!-- summary:suite_time:end --> b")
+    with pytest.raises(KeyError, match="other"):
+        results.replace_summaries("<!-- summary:other:start --><!-- summary:other:end -->", loaded)
 
 
 def test_results_rendering(tmp_path):

@@ -9,6 +9,9 @@ date, machine and one or more tables of already-formatted cells. This module ren
 
 * one snippet per file, ``_generated/result_<name>.md`` (the file's tables without its
   heading), which the other pages include where they state a measured number,
+* the one-sentence ``summary`` of a file that has one, with its provenance, as
+  ``_generated/summary_<name>.md`` and in the README between ``<!-- summary:<name>:start -->`` and
+  ``<!-- summary:<name>:end -->``,
 
 so no measured number is ever copied by hand. ``python docs/_ext/results.py --readme``
 rewrites the README block in place; ``--check`` only reports whether it is up to date.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -108,6 +112,28 @@ def render_results_page(results: list[dict]) -> str:
     return "\n".join(render_result(r, level=2) for r in results)
 
 
+def render_summary(result: dict) -> str:
+    """A result file's one-sentence summary followed by how, when and where it was measured."""
+    how = f"`{result.get('command', '?')}` at commit `{result.get('commit', '?')}` on {result.get('date', '?')}"
+    return f"{result['summary']} (measured with {how})."
+
+
+_SUMMARY = re.compile(r"(<!-- summary:(?P<name>[\w-]+):start -->)(.*?)(<!-- summary:(?P=name):end -->)", re.S)
+
+
+def replace_summaries(text: str, results: list[dict]) -> str:
+    """``text`` with every summary block filled from the result file of that name (an unknown name is an error)."""
+    by_name = {Path(r["_file"]).stem: r for r in results}
+
+    def fill(match: re.Match) -> str:
+        name = match.group("name")
+        if name not in by_name or "summary" not in by_name[name]:
+            raise KeyError(f"README summary block '{name}': no benchmarks/results/{name}.json with a summary")
+        return f"{match.group(1)}{render_summary(by_name[name])}{match.group(4)}"
+
+    return _SUMMARY.sub(fill, text)
+
+
 def render_readme_block(results: list[dict]) -> str:
     """Text between the README markers: the tables of the ``headline`` results.
 
@@ -142,10 +168,15 @@ def readme_block(text: str) -> str:
     return text[start:text.index(END, start)]
 
 
+def readme_text(text: str, results: list[dict]) -> str:
+    """The README with its headline block and summary blocks generated from ``results``."""
+    return replace_summaries(replace_block(text, render_readme_block(results)), results)
+
+
 def update_readme(readme: Path = README, results_dir: Path | None = None) -> bool:
-    """Rewrite the README's headline block; return whether the file changed."""
+    """Rewrite the README's headline and summary blocks; return whether the file changed."""
     text = readme.read_text()
-    new = replace_block(text, render_readme_block(load_results(results_dir)))
+    new = readme_text(text, load_results(results_dir))
     if new != text:
         readme.write_text(new)
     return new != text
@@ -174,7 +205,10 @@ def write_results_page(out_dir: Path, results_dir: Path | None = None) -> Path:
     path = out_dir / "results.md"
     _write_if_changed(path, render_results_page(results))
     for result in results:
-        _write_if_changed(out_dir / f"result_{Path(result['_file']).stem}.md", render_snippet(result))
+        stem = Path(result["_file"]).stem
+        _write_if_changed(out_dir / f"result_{stem}.md", render_snippet(result))
+        if "summary" in result:
+            _write_if_changed(out_dir / f"summary_{stem}.md", render_summary(result) + "\n")
     return path
 
 
@@ -196,9 +230,9 @@ def main(argv=None) -> int:
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     if args.check:
-        expected = render_readme_block(load_results(args.results_dir))
-        if readme_block(README.read_text()) != expected:
-            print("README results block is out of date: run python docs/_ext/results.py --readme")
+        text = README.read_text()
+        if readme_text(text, load_results(args.results_dir)) != text:
+            print("README results or summary blocks are out of date: run python docs/_ext/results.py --readme")
             return 1
         return 0
     if args.readme:
