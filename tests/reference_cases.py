@@ -141,9 +141,9 @@ def estimate(model: dict, table: dict, n_output_components: int | None = None, n
 
 def _pdf_arrays(ens: Any, prefix: str) -> dict[str, np.ndarray]:
     out = {f"{prefix}pdf/{k}": np.asarray(v) for k, v in ens.objdata.items()}
-    # 'coverage' is all NaN for models informed without a target
+    # 'coverage' is all NaN for models informed without a target, 'confidence' without simulations
     out.update({f"{prefix}ancil/{k}": np.asarray(v) for k, v in ens.ancil.items()
-                if not (k == "coverage" and np.isnan(np.asarray(v, dtype=float)).all())})
+                if not (k in ("coverage", "confidence") and np.isnan(np.asarray(v, dtype=float)).all())})
     return out
 
 

@@ -6,7 +6,7 @@ import pytest
 from rail.deepz import DeepzEstimator, DeepzInformer
 from rail.deepz.distillation import DistillConfig, distillation_data
 from rail.deepz.inputs import STATUS_MISSING, STATUS_NONDETECT, STATUS_OK, Photometry
-from rail.deepz.model_io import COMPACT_PREFIX, DeepzModel, load_model, save_model
+from rail.deepz.model_io import COMPACT_PREFIX, FORMAT_VERSION, DeepzModel, load_model, save_model
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_models_without_a_compact_network(models, tmp_path):
     assert "compact" not in plain["meta"]
     auto = _estimate(plain, train, "est_plain_auto")
     assert auto.objdata["weights"].shape[1] == 8  # 2 members x 4 Gaussians: the ensemble
-    with pytest.raises(ValueError, match=r"network='compact'.*format version 7.*compact_network=True"):
+    with pytest.raises(ValueError, match=r"network='compact'.*format version 8.*compact_network=True"):
         _estimate(plain, train, "est_plain_compact", network="compact")
     # a model file written before the compact network (format 6) estimates as before: the ensemble
     model = models[0]["a"]
@@ -72,7 +72,7 @@ def test_models_without_a_compact_network(models, tmp_path):
     path = str(tmp_path / "old.npz")
     save_model(old, path)
     loaded = load_model(path)
-    assert loaded["format_version"] == 7  # written by this version's writer; the arrays are those of format 6
+    assert loaded["format_version"] == FORMAT_VERSION  # written by this version's writer; the arrays are those of format 6
     before = _estimate(old, train, "est_old")
     now = _estimate(model, train, "est_new_ensemble", network="ensemble")
     for key in ("weights", "means", "stds"):
@@ -117,3 +117,22 @@ def test_distillation_copies_perturb_detections_only():
     np.testing.assert_array_equal(first[:10, 0], second[:10, 0])  # band 0 not detected in rows 0-9
     again = distillation_data(phot, z, 1, DistillConfig(copies=3, max_target_rows=2.0), seed=5, target_features=target)
     np.testing.assert_array_equal(again.features, data.features)
+
+
+def test_range_gate_hands_galaxies_beyond_the_spec_z_range_to_the_simulations():
+    """g = P_sims(z <= z_high): the ensemble's PDF below, the simulations' above, in between a mixture."""
+    import torch
+
+    from rail.deepz.distillation import range_gated
+
+    ones = torch.ones(3, 1, dtype=torch.float64)
+    ensemble = lambda x: (ones, torch.full((3, 1), 0.5, dtype=torch.float64), 0.1 * ones)  # noqa: E731
+    sims_means = torch.tensor([[0.5], [2.0], [1.0]], dtype=torch.float64)  # below, far above, at z_high
+    simulations = lambda x: (ones, sims_means, 0.1 * ones)  # noqa: E731
+    stats = {}
+    w, m, s = range_gated(ensemble, simulations, 1.0, stats)(np.zeros((3, 2)))
+    assert w.shape == m.shape == s.shape == (3, 2)
+    np.testing.assert_allclose(w.sum(1).numpy(), 1.0)
+    np.testing.assert_allclose(w[:, 0].numpy(), [1.0, 0.0, 0.5], atol=1e-6)  # the ensemble's share: g
+    np.testing.assert_array_equal(m[:, 1].numpy(), sims_means[:, 0].numpy())
+    assert stats == dict(mean_gate=0.5, beyond_share=round(1 / 3, 4))

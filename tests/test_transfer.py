@@ -127,3 +127,34 @@ def test_no_autoencoder_latent_zero(train_model, small_train):
     assert not any(k.startswith("net/encoder") for k in model["arrays"])
     est = DeepzEstimator.make_stage(name="est_lat0", model=model, hdf5_groupname="", output_mode="return")
     assert np.isfinite(est.estimate(small_train).data.ancil["zmode"]).all()
+
+
+def test_the_simulations_decide_beyond_the_spec_z_range(train_model, small_train, sims, pretrained):
+    """A model pretrained on simulations distils its compact network from the range-gated teacher (meta
+    ``compact.range_gate``, at the spec-z sample's 99th redshift percentile) and keeps the pretrained
+    network for the ``confidence`` column; sims_beyond_range=False or no simulations: neither."""
+    gated = train_model(small_train, "gate_on", pretrained=pretrained)
+    gate = gated["meta"]["compact"]["range_gate"]
+    assert gate["z_high"] == pytest.approx(np.percentile(small_train["redshift"], 99), abs=1e-4)
+    assert 0.0 < gate["mean_gate"] <= 1.0 and 0.0 <= gate["beyond_share"] < 1.0
+    sims_keys = [k for k in gated["arrays"] if k.startswith("simulations/")]
+    assert sims_keys and "simulation_network" in gated["meta"]
+    for k in sims_keys:  # the pretrained network as it was
+        np.testing.assert_array_equal(gated["arrays"][k], pretrained["arrays"][k[len("simulations/"):]])
+    plain = train_model(small_train, "gate_off", pretrained=pretrained, sims_beyond_range=False)
+    assert "range_gate" not in plain["meta"]["compact"] and "simulation_network" not in plain["meta"]
+    assert not any(k.startswith("simulations/") for k in plain["arrays"])
+    for k in plain["arrays"]:  # the same ensemble; only the compact network differs
+        if not k.startswith("compact/"):
+            np.testing.assert_array_equal(gated["arrays"][k], plain["arrays"][k])
+    assert any(not np.array_equal(gated["arrays"][k], plain["arrays"][k]) for k in plain["arrays"]
+               if k.startswith("compact/"))
+    assert "range_gate" not in train_model(small_train, "gate_scratch")["meta"]["compact"]
+    # confidence: ODDS x the pretrained network's probability that zmode is no outlier; NaN without it
+    est = DeepzEstimator.make_stage(name="est_gate_on", model=gated, hdf5_groupname="", output_mode="return")
+    out = est.estimate(small_train).data.ancil
+    conf = np.asarray(out["confidence"])
+    assert np.isfinite(conf).all() and (conf >= 0).all() and (conf <= np.asarray(out["odds"]) + 1e-12).all()
+    assert conf.std() > 0
+    est = DeepzEstimator.make_stage(name="est_gate_off", model=plain, hdf5_groupname="", output_mode="return")
+    assert np.isnan(np.asarray(est.estimate(small_train).data.ancil["confidence"])).all()

@@ -13,6 +13,14 @@ the compact mixture at redshifts drawn from the teacher's PDF (a Monte Carlo est
 Kullback-Leibler divergence up to a constant), plus ``label_weight`` times the negative log
 likelihood of the spec-z rows' true redshifts, which keeps the compact mixture as sharp as the data
 allow (a forward-KL fit alone is slightly wider than its teacher).
+
+Beyond the spec-z sample's redshifts the fine-tuned ensemble knows little: its members were tuned
+on galaxies below them. For a model pretrained on simulations the teacher is therefore gated by
+redshift (:func:`range_gated`): with g = P_sims(z <= z_high | x), the simulation-pretrained
+model's probability that the galaxy lies below the spec-z sample's 99th redshift percentile
+z_high, the teacher's PDF is g P_ensemble + (1 - g) P_sims. Inside the spec-z range (g near 1) the
+ensemble decides; where the simulations put the galaxy beyond it, their PDF does. The gate acts
+where the training inputs reach those galaxies, i.e. on the target photometry.
 """
 
 from __future__ import annotations
@@ -30,7 +38,8 @@ from . import mixture
 from .inputs import STATUS_OK, Photometry
 from .networks import DeepzEnsemble, StackedLinear, mixture_parameters
 
-__all__ = ["DistillConfig", "DistillData", "distillation_data", "first_member", "distill", "add_compact_network"]
+__all__ = ["DistillConfig", "DistillData", "distillation_data", "first_member", "distill", "range_gated",
+           "add_compact_network"]
 
 #: the teacher: calibrated pooled mixtures (weights, means, stds), each (N, K), of unscaled features (N, F)
 Teacher = Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
@@ -191,12 +200,35 @@ def distill(teacher: Teacher, student: DeepzEnsemble, data: DistillData, mean: n
                 config=cfg.to_dict())
 
 
+def range_gated(teacher: Teacher, simulations: Teacher, z_high: float, stats: dict | None = None) -> Teacher:
+    """The teacher gated by redshift: g P_teacher + (1 - g) P_sims, g = P_sims(z <= ``z_high``) per row.
+
+    ``simulations``: the PDFs of the simulation-pretrained model (same feature rows); the result has
+    both sets of components (N, K + K_sims). ``stats`` (optional) receives the mean gate and the share
+    of rows with g < 0.5.
+    """
+
+    def pdfs(x: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        w, m, s = teacher(x)
+        pw, pm, ps = (t.to(w.dtype) for t in simulations(x))
+        g = mixture.cdf(torch.full((w.shape[0],), float(z_high), dtype=w.dtype, device=w.device), pw, pm, ps)
+        g = g.clamp(0.0, 1.0).unsqueeze(1)
+        if stats is not None:
+            stats.update(mean_gate=round(float(g.mean()), 4), beyond_share=round(float((g < 0.5).double().mean()), 4))
+        return torch.cat([w * g, pw * (1.0 - g)], 1), torch.cat([m, pm], 1), torch.cat([s, ps], 1)
+
+    return pdfs
+
+
 def add_compact_network(model: dict, spec: Photometry, redshift: np.ndarray, target_features: np.ndarray | None,
                         seed: int, device: torch.device, progress: Callable[[str], None] | None = None,
-                        cfg: DistillConfig | None = None) -> dict:
+                        cfg: DistillConfig | None = None, simulations: dict | None = None,
+                        z_high: float | None = None) -> dict:
     """``model`` (a packed ensemble) with its compact network: distilled from the model's own calibrated
     PDFs on the spec-z rows ``spec`` (photometry of the usable training rows), ``redshift`` (N,), and
-    ``target_features`` (unscaled, or None). See the module docstring."""
+    ``target_features`` (unscaled, or None). ``simulations``: the simulation-pretrained model (a model
+    dict), whose PDFs then decide above ``z_high`` (:func:`range_gated`; default: the 99th percentile of
+    ``redshift``). See the module docstring."""
     from .building import prior_mixture  # pylint: disable=import-outside-toplevel
     from .estimating import DeepzPredictor  # pylint: disable=import-outside-toplevel
     from .model_io import with_compact_network  # pylint: disable=import-outside-toplevel
@@ -208,9 +240,22 @@ def add_compact_network(model: dict, spec: Photometry, redshift: np.ndarray, tar
         cover = teacher.coverage(x, np.zeros(len(x), dtype=bool)) if teacher.calibration.uses_coverage else None
         return teacher.mixtures(x, torch.float32, cover)
 
+    gate: dict = {}
+    if simulations is not None:
+        sims = DeepzPredictor(simulations, device, batch_size=16384, network="ensemble")
+        if z_high is None:
+            z_high = float(np.percentile(np.asarray(redshift, dtype=np.float64), 99))
+        teacher_pdfs = range_gated(teacher_pdfs, lambda x: sims.mixtures(x, torch.float32), z_high, gate)
+        gate["z_high"] = round(z_high, 4)
     data = distillation_data(spec, redshift, teacher.ref_index, cfg, seed, target_features)
     student = first_member(teacher.net)
     summary = distill(teacher_pdfs, student, data, teacher.mean.cpu().numpy(), teacher.std.cpu().numpy(), cfg, seed,
                       progress)
+    if gate:
+        summary["range_gate"] = gate
+        if progress is not None:
+            progress(f"compact network: beyond z = {gate['z_high']:.3f} (the spec-z sample's 99th percentile) the "
+                     f"simulation-pretrained model decides; {gate['beyond_share']:.1%} of the distillation rows "
+                     f"mostly above it")
     prior = prior_mixture(np.asarray(redshift, dtype=np.float64), student.arch.n_gaussians)
     return with_compact_network(model, student, prior, summary)

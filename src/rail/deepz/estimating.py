@@ -21,7 +21,9 @@ from .target_shift import coverage_from_log_ratio
 
 __all__ = ["DeepzPredictor", "ANCIL_KEYS", "FusedEnsemble", "unit_sum_weights", "point_estimates", "output_pdfs"]
 
-ANCIL_KEYS = ("zmode", "zmean", "zmedian", "zstd", "odds", "coverage", "deepz_flag")
+ANCIL_KEYS = ("zmode", "zmean", "zmedian", "zstd", "odds", "coverage", "confidence", "deepz_flag")
+#: |zphot - z| / (1 + z) above which a galaxy is a catastrophic outlier (the ``confidence`` column)
+OUTLIER_DZ = 0.15
 # network precision at inference (names: rail.deepz.options.PRECISIONS): None = float32, for GPUs the others
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # dtype of the stored mixture parameters (names: rail.deepz.options.PDF_DTYPES)
@@ -186,6 +188,7 @@ class DeepzPredictor:
         self.mean = torch.as_tensor(unpacked.feature_mean, device=device)
         self.std = torch.as_tensor(unpacked.feature_std, device=device)
         self.coverage_model = unpacked.coverage
+        self.simulations = None if unpacked.simulations is None else FusedEnsemble(unpacked.simulations).to(device)
         self.n_components = self.calibration.output_members(n_members) * unpacked.architecture.n_gaussians
 
     def check_columns(self, bands: Sequence[str], err_bands: Sequence[str]) -> None:
@@ -214,6 +217,11 @@ class DeepzPredictor:
         On a GPU the whole chunk goes over in one pinned-memory copy; with ``precision``
         'bfloat16'/'float16' the network layers run under autocast (mixture outputs in float32).
         """
+        return self._pooled(self.fused, self.calibration, x, dtype, coverage)
+
+    def _pooled(self, fused: "FusedEnsemble", calibration: Calibration, x: np.ndarray, dtype: torch.dtype,
+                coverage: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`mixtures` of network ``fused`` with ``calibration``."""
         out_w, out_m, out_s = [], [], []
         xt = torch.as_tensor(np.ascontiguousarray(x))
         if self.device.type == "cuda":
@@ -222,12 +230,12 @@ class DeepzPredictor:
         for s in range(0, x.shape[0], self.batch_size):
             xb = (xt[s : s + self.batch_size].to(self.device) - self.mean) / self.std
             if low is None:
-                log_w, means, stds = self.fused.mixture(xb)
+                log_w, means, stds = fused.mixture(xb)
             else:
                 with torch.autocast(device_type=self.device.type, dtype=low):
-                    log_w, means, stds = (t.float() for t in self.fused.mixture(xb))
+                    log_w, means, stds = (t.float() for t in fused.mixture(xb))
             cov = None if coverage is None else torch.as_tensor(coverage[s : s + self.batch_size], device=self.device)
-            log_w, means, stds = apply_calibration(log_w, means, stds, self.calibration, cov)
+            log_w, means, stds = apply_calibration(log_w, means, stds, calibration, cov)
             w, m, sd = mixture.combine_members(log_w.to(dtype), means.to(dtype), stds.to(dtype))
             w = w / w.sum(-1, keepdim=True)
             out_w.append(w)
@@ -261,8 +269,27 @@ class DeepzPredictor:
         result = output_pdfs(w, m, s, n_output_components, pdf_dtype, z_range, odds_window,
                              max(self.batch_size, _POINT_BATCH))
         result["coverage"] = coverage
+        with record_function("deepz.confidence"):
+            result["confidence"] = self.confidence(x, result["zmode"], result["odds"], bad_ref)
         result["deepz_flag"] = flags
         return result
+
+    @torch.inference_mode()
+    def confidence(self, x: np.ndarray, zmode: np.ndarray, odds: np.ndarray, bad_ref: np.ndarray) -> np.ndarray:
+        """ODDS (N,) times the simulation-pretrained network's probability that ``zmode`` (N,) is not an outlier.
+
+        That probability is P_sims((zmode - 0.15) / 1.15 < z <= (zmode + 0.15) / 0.85), the redshifts at
+        which |zmode - z| / (1 + z) <= 0.15, from the network pretrained on simulations (which saw redshifts
+        the spec-z sample lacks). NaN for a model without that network (informed without simulations),
+        0 for rows without a usable reference band.
+        """
+        if self.simulations is None:
+            return np.full(x.shape[0], np.nan)
+        w, m, s = self._pooled(self.simulations, Calibration(), x, torch.float64)
+        zm = torch.as_tensor(zmode, dtype=torch.float64, device=w.device)
+        inlier = mixture.interval_probability((zm - OUTLIER_DZ) / (1 + OUTLIER_DZ), (zm + OUTLIER_DZ) / (1 - OUTLIER_DZ),
+                                              w, m, s).clamp(0.0, 1.0)
+        return np.where(bad_ref, 0.0, odds * inlier.cpu().numpy())
 
     def coverage(self, x: np.ndarray, bad_ref: np.ndarray) -> np.ndarray:
         """Coverage (N,) float64 of rows with unscaled features x (N, F): ``min(1, clip p_spec / p_target)``.

@@ -21,7 +21,7 @@ from .building import architecture_for, build_network, photometry_meta, prior_mi
 from .calibration import Calibration, fit_calibration, fit_disagreement, held_out_scores
 from .devices import resolve_device
 from .distillation import add_compact_network
-from .model_io import DeepzModel, pack_model, package_versions
+from .model_io import DeepzModel, pack_model, package_versions, with_simulation_network
 from .networks import Architecture
 from .target_shift import COVERAGE_PREFIX
 from .target_training import (SimulationFill, calibration_rows, copy_splits, fit_shift, sims_with_target_noise,
@@ -424,10 +424,16 @@ def train_deepz(
     z = data.redshift
     prior = prior_mixture(z, c.cal.output_members(n_members) * opts.n_gaussians)  # as many components as the PDFs
     model = pack_model(c.model, c.mean, c.std, meta, prior, extra=coverage)
+    # the simulation-pretrained network: kept for the confidence column, and it decides beyond the spec-z range
+    sims_net = (pretrained if opts.sims_beyond_range and from_sims and pretrained is not None
+                and pretrained["meta"].get("phase") == "pretrained" else None)
+    if sims_net is not None:
+        model = with_simulation_network(model, sims_net)
     if opts.compact_network:
         with record_function("deepz.distill"):
             model = add_compact_network(model, data.fluxes.coadd(), z, None if target_data is None else
-                                        target_data.features, opts.seed, device, log)
+                                        target_data.features, opts.seed, device, log, simulations=sims_net,
+                                        z_high=float(np.percentile(z[:n_real], 99)))  # the spec-z rows, no copies
     return model
 
 

@@ -56,6 +56,7 @@ __all__ = [
     "pack_model",
     "network_state",
     "with_compact_network",
+    "with_simulation_network",
     "UnpackedModel",
     "unpack_model",
 ]
@@ -65,10 +66,12 @@ FORMAT = "pz-rail-deepz-model"
 # 4: optional coverage classifiers (arrays 'coverage/...', meta 'coverage'; absent: coverage unknown);
 # 5: calibration 'groups' of a pooled ensemble (absent before: 1); 6: calibration 'scale_by_coverage'
 # (absent before: False); 7: optional compact network (arrays 'compact/...', meta 'compact'; absent: the
-# estimator runs the ensemble)
-FORMAT_VERSION = 7
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
+# estimator runs the ensemble); 8: optional simulation-pretrained network (arrays 'simulations/...', meta
+# 'simulation_network'; absent: the 'confidence' column is NaN)
+FORMAT_VERSION = 8
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)
 COMPACT_PREFIX = "compact/"
+SIMULATIONS_PREFIX = "simulations/"
 _META_KEY = "__meta__"
 
 
@@ -353,6 +356,34 @@ def with_compact_network(model: dict, net: Any, prior: dict[str, np.ndarray], su
     return DeepzModel(format=FORMAT, format_version=FORMAT_VERSION, arrays=arrays, meta=meta)
 
 
+def with_simulation_network(model: dict, pretrained: dict) -> "DeepzModel":
+    """``model`` with the one network of the simulation-pretrained model ``pretrained`` it was fine-tuned
+    from (same architecture and scaler; the decoder left out), for the estimator's ``confidence`` column."""
+    if int(pretrained["meta"]["n_members"]) != 1:
+        raise ValueError(f"the simulation-pretrained model has {pretrained['meta']['n_members']} networks, "
+                         "expected one")
+    arrays = dict(model["arrays"])
+    arrays.update({f"{SIMULATIONS_PREFIX}net/{k}": np.asarray(v) for k, v in network_state(pretrained).items()
+                   if not k.startswith("decoder.")})
+    meta = dict(model["meta"], simulation_network=dict(phase=pretrained["meta"].get("phase"),
+                                                       architecture=dict(pretrained["meta"]["architecture"])))
+    return DeepzModel(format=FORMAT, format_version=FORMAT_VERSION, arrays=arrays, meta=meta)
+
+
+def _one_network(model: dict, prefix: str, architecture: Any, device: Any, what: str) -> Any:
+    """The one-member network stored under ``prefix`` (decoder optional), in eval mode on ``device``."""
+    from .networks import DeepzEnsemble  # pylint: disable=import-outside-toplevel
+    import torch  # pylint: disable=import-outside-toplevel
+
+    net = DeepzEnsemble(architecture, 1)
+    state = {k: torch.as_tensor(v) for k, v in network_state(model, prefix).items()}
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith("decoder.") for k in missing):
+        raise ModelFormatError(f"{what} weights do not match the stored architecture: missing {missing}, "
+                               f"unexpected {unexpected}")
+    return net.to(device).eval()
+
+
 class UnpackedModel:
     """A model dict turned back into objects: the network, its scaler, calibration and prior.
 
@@ -362,7 +393,8 @@ class UnpackedModel:
     arrays, or None for autoencoder-only models), ``coverage`` (the spec-z vs target classifiers, a
     :class:`rail.deepz.density_ratio.DensityRatio`, and the weight clip; None without a target),
     ``compact`` (the compact network, a one-member ensemble in eval mode on ``device``, and its prior
-    mixture; None for models without one) and ``meta``.
+    mixture; None for models without one), ``simulations`` (the simulation-pretrained network, a
+    one-member ensemble, or None) and ``meta``.
     """
 
     def __init__(self, model: dict, device: Any = "cpu") -> None:
@@ -396,15 +428,14 @@ class UnpackedModel:
             self.coverage = (ratio, float(meta["coverage"]["clip"]))
         self.compact = None  # (network, prior) of a model with a compact network
         if "compact" in meta:
-            compact = DeepzEnsemble(self.architecture, 1)
-            state = {k: torch.as_tensor(v) for k, v in network_state(model, COMPACT_PREFIX).items()}
-            missing, unexpected = compact.load_state_dict(state, strict=False)
-            if unexpected or any(not k.startswith("decoder.") for k in missing):
-                raise ModelFormatError(f"compact network weights do not match the stored architecture: missing "
-                                       f"{missing}, unexpected {unexpected}")
+            compact = _one_network(model, COMPACT_PREFIX, self.architecture, device, "compact network")
             prior = {k: np.asarray(arrays[f"{COMPACT_PREFIX}prior/{k}"], dtype=np.float64)
                      for k in ("weights", "means", "stds")}
-            self.compact = (compact.to(device).eval(), prior)
+            self.compact = (compact, prior)
+        self.simulations = None  # the simulation-pretrained network
+        if "simulation_network" in meta:
+            arch = Architecture(**meta["simulation_network"]["architecture"])
+            self.simulations = _one_network(model, SIMULATIONS_PREFIX, arch, device, "simulation-pretrained network")
 
 
 def unpack_model(model: dict, device: Any = "cpu") -> UnpackedModel:

@@ -95,6 +95,10 @@ _TRAINING = [
     Option("compact_network", "bool", True, "also train the compact network: one network distilled from the "
            "calibrated ensemble that outputs n_gaussians components, so that estimating runs no ensemble and no "
            "merge (DeepzEstimator option 'network')"),
+    Option("sims_beyond_range", "bool", True, "for a model pretrained on simulations: the compact network follows "
+           "the simulation-pretrained model's PDF where that model puts a galaxy above the spec-z sample's 99th "
+           "redshift percentile (weight: its probability above), the ensemble's below; the model keeps that network "
+           "for the estimator's 'confidence' column"),
     Option("seed", "int", 87, "random seed: splits, initial weights, batches, dropout, distillation"),
     Option("device", "str", "auto", "'auto' (CUDA when available, else CPU), 'cpu', 'cuda', 'cuda:N'"),
     Option("num_threads", "int", 0, "torch CPU threads; 0 = torch default (ceci sets OMP_NUM_THREADS)", lo=0),

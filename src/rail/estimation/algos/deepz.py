@@ -345,7 +345,9 @@ class DeepzEstimator(CheckedOptions, _InputFilesChecked, CatEstimator):
     Ancil columns: ``zmode`` (exact mode of the mixture), ``zmean`` (analytic), ``zmedian``,
     ``zstd``, ``odds`` (probability within zmode +- odds_window (1 + zmode), as BPZ's ODDS),
     ``coverage`` (how well the spec-z training sample represents the galaxy, in [0, 1], for models
-    informed with a ``target``; NaN otherwise) and ``deepz_flag`` (bit mask, see :mod:`rail.deepz.flags`).
+    informed with a ``target``; NaN otherwise), ``confidence`` (``odds`` times the simulation-pretrained
+    network's probability that ``zmode`` is not an outlier, for models pretrained on simulations; NaN
+    otherwise) and ``deepz_flag`` (bit mask, see :mod:`rail.deepz.flags`).
     """
 
     name = "DeepzEstimator"
