@@ -73,6 +73,11 @@ def test_results_rendering(tmp_path):
 
     block = results.render_readme_block(loaded)
     assert "Other" not in block and "### Deepz and the other RAIL estimators" in block
+    two = dict(EXAMPLE, tables=EXAMPLE["tables"] + [dict(EXAMPLE["tables"][0], title="Per seed")])
+    (tmp_path / "b.json").write_text(json.dumps(two))
+    loaded = results.load_results(tmp_path)
+    assert "#### Per seed" not in results.render_readme_block(loaded)  # the README: each file's first table
+    assert "### Per seed" in results.render_results_page(loaded)
 
     readme = f"x\n{results.START}\nold\n{results.END}\ny\n"
     assert results.replace_block(readme, block) == f"x\n{results.START}{block}{results.END}\ny\n"

@@ -81,8 +81,8 @@ def render_table(table: dict) -> str:
     return text
 
 
-def render_result(result: dict, level: int = 2) -> str:
-    """Render one result file: a heading, its provenance, then each table with its title.
+def render_result(result: dict, level: int = 2, n_tables: int | None = None) -> str:
+    """Render one result file: a heading, its provenance, then each table (or the first ``n_tables``) with its title.
 
     Parameters
     ----------
@@ -90,6 +90,8 @@ def render_result(result: dict, level: int = 2) -> str:
         A parsed benchmark JSON file.
     level : int
         Markdown heading level of the file's title; table titles get ``level + 1``.
+    n_tables : int, optional
+        Render only this many tables (the README shows each headline result's first table).
 
     Returns
     -------
@@ -98,7 +100,7 @@ def render_result(result: dict, level: int = 2) -> str:
     """
     title = result.get("title") or result.get("benchmark") or result.get("_file", "results")
     parts = [f"{'#' * level} {title}\n", provenance(result) + "\n"]
-    for table in result.get("tables", []):
+    for table in result.get("tables", [])[:n_tables]:
         if table.get("title"):
             parts.append(f"{'#' * (level + 1)} {table['title']}\n")
         parts.append(render_table(table))
@@ -135,7 +137,7 @@ def replace_summaries(text: str, results: list[dict]) -> str:
 
 
 def render_readme_block(results: list[dict]) -> str:
-    """Text between the README markers: the tables of the ``headline`` results.
+    """Text between the README markers: the first table of each ``headline`` result.
 
     Parameters
     ----------
@@ -151,7 +153,7 @@ def render_readme_block(results: list[dict]) -> str:
     if not headline:
         body = "No headline results are recorded yet (see the results page of the documentation).\n"
     else:
-        body = "\n".join(render_result(r, level=3) for r in headline)
+        body = "\n".join(render_result(r, level=3, n_tables=1) for r in headline)
     return "\n" + body + "\n"
 
 
