@@ -78,6 +78,8 @@ def test_results_rendering(tmp_path):
     loaded = results.load_results(tmp_path)
     assert "#### Per seed" not in results.render_readme_block(loaded)  # the README: each file's first table
     assert "### Per seed" in results.render_results_page(loaded)
+    snippet = results.render_snippet(loaded[1])  # included under any heading level: no headings of its own
+    assert "**Scores**" in snippet and "**Per seed**" in snippet and "#" not in snippet
 
     readme = f"x\n{results.START}\nold\n{results.END}\ny\n"
     assert results.replace_block(readme, block) == f"x\n{results.START}{block}{results.END}\ny\n"

@@ -184,12 +184,15 @@ def update_readme(readme: Path = README, results_dir: Path | None = None) -> boo
     return new != text
 
 
-def render_snippet(result: dict, level: int = 4) -> str:
-    """One result file for inclusion in another page: its provenance and tables, titles at ``level``."""
+def render_snippet(result: dict) -> str:
+    """One result file for inclusion in another page: its provenance and tables, titles in bold.
+
+    Bold titles, not headings: the snippet fits under a heading of any level of the including page.
+    """
     parts = [provenance(result) + "\n"]
     for table in result.get("tables", []):
         if table.get("title"):
-            parts.append(f"{'#' * level} {table['title']}\n")
+            parts.append(f"**{table['title']}**\n")
         parts.append(render_table(table))
     return "\n".join(parts)
 
