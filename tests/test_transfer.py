@@ -158,3 +158,9 @@ def test_the_simulations_decide_beyond_the_spec_z_range(train_model, small_train
     assert conf.std() > 0
     est = DeepzEstimator.make_stage(name="est_gate_off", model=plain, hdf5_groupname="", output_mode="return")
     assert np.isnan(np.asarray(est.estimate(small_train).data.ancil["confidence"])).all()
+    import torch
+
+    from rail.deepz.estimating import DeepzPredictor
+
+    with pytest.raises(ValueError, match="sims_beyond_range=False"):
+        DeepzPredictor(plain, torch.device("cpu")).simulation_mixtures(np.zeros((2, 6), dtype=np.float32))

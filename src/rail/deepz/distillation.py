@@ -222,13 +222,12 @@ def range_gated(teacher: Teacher, simulations: Teacher, z_high: float, stats: di
 
 def add_compact_network(model: dict, spec: Photometry, redshift: np.ndarray, target_features: np.ndarray | None,
                         seed: int, device: torch.device, progress: Callable[[str], None] | None = None,
-                        cfg: DistillConfig | None = None, simulations: dict | None = None,
-                        z_high: float | None = None) -> dict:
+                        cfg: DistillConfig | None = None, z_high: float | None = None) -> dict:
     """``model`` (a packed ensemble) with its compact network: distilled from the model's own calibrated
     PDFs on the spec-z rows ``spec`` (photometry of the usable training rows), ``redshift`` (N,), and
-    ``target_features`` (unscaled, or None). ``simulations``: the simulation-pretrained model (a model
-    dict), whose PDFs then decide above ``z_high`` (:func:`range_gated`; default: the 99th percentile of
-    ``redshift``). See the module docstring."""
+    ``target_features`` (unscaled, or None). ``z_high``: for a model holding its simulation-pretrained
+    network (:func:`rail.deepz.model_io.with_simulation_network`), that network's PDFs decide above
+    this redshift (:func:`range_gated`); None: the ensemble's PDFs alone. See the module docstring."""
     from .building import prior_mixture  # pylint: disable=import-outside-toplevel
     from .estimating import DeepzPredictor  # pylint: disable=import-outside-toplevel
     from .model_io import with_compact_network  # pylint: disable=import-outside-toplevel
@@ -241,11 +240,9 @@ def add_compact_network(model: dict, spec: Photometry, redshift: np.ndarray, tar
         return teacher.mixtures(x, torch.float32, cover)
 
     gate: dict = {}
-    if simulations is not None:
-        sims = DeepzPredictor(simulations, device, batch_size=16384, network="ensemble")
-        if z_high is None:
-            z_high = float(np.percentile(np.asarray(redshift, dtype=np.float64), 99))
-        teacher_pdfs = range_gated(teacher_pdfs, lambda x: sims.mixtures(x, torch.float32), z_high, gate)
+    if z_high is not None:
+        teacher_pdfs = range_gated(teacher_pdfs, lambda x: teacher.simulation_mixtures(x, torch.float32), z_high,
+                                   gate)
         gate["z_high"] = round(z_high, 4)
     data = distillation_data(spec, redshift, teacher.ref_index, cfg, seed, target_features)
     student = first_member(teacher.net)

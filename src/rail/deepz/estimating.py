@@ -275,6 +275,16 @@ class DeepzPredictor:
         return result
 
     @torch.inference_mode()
+    def simulation_mixtures(self, x: np.ndarray, dtype: torch.dtype = torch.float64
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The simulation-pretrained network's mixtures (N, K) for unscaled features x (N, F), uncalibrated
+        (as pretrained), with the model's scaler (the one it was pretrained with)."""
+        if self.simulations is None:
+            raise ValueError("this model has no simulation-pretrained network (informed without simulations, "
+                             "or with sims_beyond_range=False)")
+        return self._pooled(self.simulations, Calibration(), x, dtype)
+
+    @torch.inference_mode()
     def confidence(self, x: np.ndarray, zmode: np.ndarray, odds: np.ndarray, bad_ref: np.ndarray) -> np.ndarray:
         """ODDS (N,) times the simulation-pretrained network's probability that ``zmode`` (N,) is not an outlier.
 
@@ -285,7 +295,7 @@ class DeepzPredictor:
         """
         if self.simulations is None:
             return np.full(x.shape[0], np.nan)
-        w, m, s = self._pooled(self.simulations, Calibration(), x, torch.float64)
+        w, m, s = self.simulation_mixtures(x, torch.float64)
         zm = torch.as_tensor(zmode, dtype=torch.float64, device=w.device)
         inlier = mixture.interval_probability((zm - OUTLIER_DZ) / (1 + OUTLIER_DZ), (zm + OUTLIER_DZ) / (1 - OUTLIER_DZ),
                                               w, m, s).clamp(0.0, 1.0)

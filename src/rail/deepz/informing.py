@@ -431,9 +431,10 @@ def train_deepz(
         model = with_simulation_network(model, sims_net)
     if opts.compact_network:
         with record_function("deepz.distill"):
+            # the gate's redshift: the spec-z rows' 99th percentile, without their dimmed copies
+            z_high = None if sims_net is None else float(np.percentile(z[:n_real], 99))
             model = add_compact_network(model, data.fluxes.coadd(), z, None if target_data is None else
-                                        target_data.features, opts.seed, device, log, simulations=sims_net,
-                                        z_high=float(np.percentile(z[:n_real], 99)))  # the spec-z rows, no copies
+                                        target_data.features, opts.seed, device, log, z_high=z_high)
     return model
 
 

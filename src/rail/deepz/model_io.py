@@ -338,7 +338,8 @@ def pack_model(net: Any, feature_mean: np.ndarray, feature_std: np.ndarray, meta
 def network_state(model: dict, prefix: str = "") -> dict[str, np.ndarray]:
     """The network's stacked weights and batch-norm statistics, by parameter name (no ``net/`` prefix).
 
-    ``prefix`` ``COMPACT_PREFIX``: those of the compact network.
+    ``prefix`` ``COMPACT_PREFIX`` / ``SIMULATIONS_PREFIX``: those of the compact / simulation-pretrained
+    network.
     """
     start = f"{prefix}net/"
     return {k[len(start):]: v for k, v in model["arrays"].items() if k.startswith(start)}
